@@ -1,0 +1,633 @@
+//! Node configuration: one plain struct, its defaults, the settings table that maps
+//! braft's environment variables (with their short aliases), TOML keys and flags onto it,
+//! and `validate()`, which names the bad setting and what is allowed.
+//!
+//! Layers apply in this order, later ones winning: defaults, the TOML file, the
+//! environment, command-line flags. The binary builds its flags from [`SETTINGS`], so
+//! every variable has a flag twin and the two can never drift apart.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::codec::Codec;
+
+/// The port of a peer address given without one.
+pub const DEFAULT_RPORT: u16 = 15000;
+
+/// A configuration problem, naming the setting (its environment variable) and what is
+/// allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable (or TOML key / flag) at fault.
+    pub setting: String,
+    /// What was wrong, and what is allowed.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, problem: impl Into<String>) -> Self {
+        Self {
+            setting: setting.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// How a node finds its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// A fixed list of peers' raft/gRPC addresses (`host:port`). Empty means "just me":
+    /// a one-node cluster.
+    Static(Vec<String>),
+}
+
+impl Discovery {
+    /// braft's URL-like form, shown in `GET /raft`.
+    pub fn describe(&self) -> String {
+        match self {
+            Discovery::Static(peers) => format!("static://{}", peers.join(",")),
+        }
+    }
+
+    /// Parses `static:h1:p1,h2:p2`, or a bare comma list. A missing port means 15000.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let list = s.strip_prefix("static:").unwrap_or(s);
+        let list = list.strip_prefix("//").unwrap_or(list);
+        if s.starts_with("mdns") || s.starts_with("k8s") || s.starts_with("dns:") {
+            return Err(format!(
+                "'{s}': this build supports static discovery only (static:host:port,...)"
+            ));
+        }
+        let mut peers = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            peers.push(normalize_peer(item)?);
+        }
+        Ok(Discovery::Static(peers))
+    }
+}
+
+/// `host` or `host:port` to `host:port`, checking the port.
+fn normalize_peer(item: &str) -> Result<String, String> {
+    // An IPv6 literal must be bracketed to carry a port.
+    if let Some(rest) = item.strip_prefix('[') {
+        let (host, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("'{item}': unclosed '['"))?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => parse_port(p).map_err(|e| format!("'{item}': {e}"))?,
+            None if tail.is_empty() => DEFAULT_RPORT,
+            None => return Err(format!("'{item}': expected host:port")),
+        };
+        return Ok(format!("[{host}]:{port}"));
+    }
+    match item.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => {
+            let port = parse_port(port).map_err(|e| format!("'{item}': {e}"))?;
+            Ok(format!("{host}:{port}"))
+        }
+        Some(_) => Err(format!("'{item}': missing host")),
+        None => Ok(format!("{item}:{DEFAULT_RPORT}")),
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("'{s}' is not a port (allowed: 1..65535)")),
+        Ok(p) => Ok(p),
+    }
+}
+
+/// Parses `500ms`, `2s`, `1m`, `1h`; a bare number means milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mul_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (s, 1)
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    Ok(Duration::from_millis(n.saturating_mul(mul_ms)))
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "y" => Ok(true),
+        "0" | "false" | "no" | "off" | "n" | "" => Ok(false),
+        other => Err(format!("'{other}' is not a boolean (allowed: true/false, 1/0, yes/no)")),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+    s.trim()
+        .parse::<T>()
+        .map_err(|_| format!("'{s}' is not {what}"))
+}
+
+/// Everything a node needs to start. Build it with [`Config::default`] and the setters
+/// or layers, then call [`Config::validate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// How peers are found (`BRAFT_DISCOVERY`/`BDI`).
+    pub discovery: Discovery,
+    /// The address this node advertises to peers (`BRAFT_IP`/`BIP`). `None` picks the
+    /// first non-loopback IPv4 (of `interface`, if set), else 127.0.0.1.
+    pub ip: Option<IpAddr>,
+    /// The network interface to take the address from (`BRAFT_IF`/`BIF`).
+    pub interface: Option<String>,
+    /// Raft and gRPC port (`BRAFT_RPORT`/`BRP`).
+    pub rport: u16,
+    /// HTTP port (`BRAFT_HPORT`/`BHP`); `None` means `rport + 2`.
+    pub hport: Option<u16>,
+    /// braft's discovery (memberlist gossip) port (`BRAFT_DPORT`/`BDP`); accepted for
+    /// compatibility and unused, since braft has no gossip layer.
+    pub dport: Option<u16>,
+    /// Serve gRPC reflection (off with `DISABLE_GRPC_REFLECTION`/`DGR`).
+    pub grpc_reflection: bool,
+    /// Where the log, vote, snapshots and identity live (`BRAFT_DATA_DIR`); `None` means
+    /// `./braft-data/<rport>`.
+    pub data_dir: Option<PathBuf>,
+    /// A fixed node id (`BRAFT_NODE_ID`); `None` generates one on first start.
+    pub node_id: Option<u64>,
+    /// How many fresh nodes must see each other before one bootstraps the cluster
+    /// (`BRAFT_BOOTSTRAP_EXPECT`); `None` means the static list's length.
+    pub bootstrap_expect: Option<usize>,
+    /// Take a snapshot and purge the log after this many entries (`BRAFT_SNAPSHOT_LOGS`).
+    pub snapshot_logs: u64,
+    /// Leader heartbeat interval (`BRAFT_HEARTBEAT_MS`).
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout; the maximum is twice this (`BRAFT_ELECTION_TIMEOUT_MS`).
+    pub election_timeout_ms: u64,
+    /// How long a write or read may retry before failing (`BRAFT_REQUEST_TIMEOUT_MS`).
+    pub request_timeout_ms: u64,
+    /// The largest value accepted (`BRAFT_MAX_VALUE_BYTES`).
+    pub max_value_bytes: usize,
+    /// Random start-up delay, up to this long (`BRAFT_SLEEP`); braft's jitter.
+    pub sleep_ms: u64,
+    /// Log entry encoding (`BRAFT_CODEC`): msgpack or json.
+    pub codec: Codec,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            discovery: Discovery::Static(Vec::new()),
+            ip: None,
+            interface: None,
+            rport: DEFAULT_RPORT,
+            hport: None,
+            dport: None,
+            grpc_reflection: true,
+            data_dir: None,
+            node_id: None,
+            bootstrap_expect: None,
+            snapshot_logs: 10_000,
+            heartbeat_ms: 100,
+            election_timeout_ms: 600,
+            request_timeout_ms: 5_000,
+            max_value_bytes: 1 << 20,
+            sleep_ms: 0,
+            codec: Codec::MsgPack,
+        }
+    }
+}
+
+/// One configurable setting: its names everywhere, and how to apply a raw string.
+pub struct Setting {
+    /// The TOML key and the flag name (`--<flag>` with `_` as `-`).
+    pub key: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// braft's short alias, if it has one.
+    pub alias: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+impl Setting {
+    /// Applies a raw value, naming this setting in the error.
+    pub fn apply(&self, cfg: &mut Config, raw: &str, source: &str) -> Result<(), ConfigError> {
+        (self.apply)(cfg, raw).map_err(|p| ConfigError::new(source, p))
+    }
+}
+
+/// Every setting braft reads. The first eight are braft's own names.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "discovery",
+        env: "BRAFT_DISCOVERY",
+        alias: Some("BDI"),
+        help: "peer discovery: static:host:port,host:port (a bare list means static too)",
+        apply: |c, v| {
+            c.discovery = Discovery::parse(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "ip",
+        env: "BRAFT_IP",
+        alias: Some("BIP"),
+        help: "address to advertise (default: first non-loopback IPv4)",
+        apply: |c, v| {
+            c.ip = Some(v.trim().parse().map_err(|_| format!("'{v}' is not an IP address"))?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "if",
+        env: "BRAFT_IF",
+        alias: Some("BIF"),
+        help: "network interface to take the advertised address from",
+        apply: |c, v| {
+            c.interface = Some(v.trim().to_string()).filter(|s| !s.is_empty());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "rport",
+        env: "BRAFT_RPORT",
+        alias: Some("BRP"),
+        help: "Raft and gRPC port (default 15000)",
+        apply: |c, v| {
+            c.rport = parse_port(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "hport",
+        env: "BRAFT_HPORT",
+        alias: Some("BHP"),
+        help: "HTTP port (default RPORT+2)",
+        apply: |c, v| {
+            c.hport = Some(parse_port(v)?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "dport",
+        env: "BRAFT_DPORT",
+        alias: Some("BDP"),
+        help: "braft's gossip port; accepted for compatibility, unused",
+        apply: |c, v| {
+            c.dport = Some(parse_port(v)?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "disable_grpc_reflection",
+        env: "DISABLE_GRPC_REFLECTION",
+        alias: Some("DGR"),
+        help: "turn gRPC server reflection off",
+        apply: |c, v| {
+            c.grpc_reflection = !parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "sleep",
+        env: "BRAFT_SLEEP",
+        alias: None,
+        help: "random start-up delay up to this long, e.g. 2s (default none)",
+        apply: |c, v| {
+            c.sleep_ms = parse_duration(v)?.as_millis() as u64;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "data_dir",
+        env: "BRAFT_DATA_DIR",
+        alias: None,
+        help: "data directory (default ./braft-data/<rport>)",
+        apply: |c, v| {
+            if v.trim().is_empty() {
+                return Err("must not be empty".into());
+            }
+            c.data_dir = Some(PathBuf::from(v.trim()));
+            Ok(())
+        },
+    },
+    Setting {
+        key: "node_id",
+        env: "BRAFT_NODE_ID",
+        alias: None,
+        help: "fixed node id, a positive integer (default: generated once, then kept)",
+        apply: |c, v| {
+            c.node_id = Some(parse_num(v, "a positive integer")?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "bootstrap_expect",
+        env: "BRAFT_BOOTSTRAP_EXPECT",
+        alias: None,
+        help: "fresh nodes that must meet before the cluster forms (default: static list length)",
+        apply: |c, v| {
+            c.bootstrap_expect = Some(parse_num(v, "a positive integer")?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "snapshot_logs",
+        env: "BRAFT_SNAPSHOT_LOGS",
+        alias: None,
+        help: "snapshot and purge the log every this many entries (default 10000)",
+        apply: |c, v| {
+            c.snapshot_logs = parse_num(v, "a positive integer")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "heartbeat_ms",
+        env: "BRAFT_HEARTBEAT_MS",
+        alias: None,
+        help: "leader heartbeat interval in ms (default 100)",
+        apply: |c, v| {
+            c.heartbeat_ms = parse_num(v, "a number of milliseconds")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "election_timeout_ms",
+        env: "BRAFT_ELECTION_TIMEOUT_MS",
+        alias: None,
+        help: "minimum election timeout in ms; the maximum is twice it (default 600)",
+        apply: |c, v| {
+            c.election_timeout_ms = parse_num(v, "a number of milliseconds")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "request_timeout_ms",
+        env: "BRAFT_REQUEST_TIMEOUT_MS",
+        alias: None,
+        help: "how long a request may wait for a leader or quorum, in ms (default 5000)",
+        apply: |c, v| {
+            c.request_timeout_ms = parse_num(v, "a number of milliseconds")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_value_bytes",
+        env: "BRAFT_MAX_VALUE_BYTES",
+        alias: None,
+        help: "largest accepted value in bytes (default 1048576)",
+        apply: |c, v| {
+            c.max_value_bytes = parse_num(v, "a number of bytes")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "codec",
+        env: "BRAFT_CODEC",
+        alias: None,
+        help: "log entry encoding: msgpack (default) or json",
+        apply: |c, v| {
+            c.codec = v.parse()?;
+            Ok(())
+        },
+    },
+];
+
+impl Config {
+    /// Defaults, then the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        c.apply_env(&|k| std::env::var(k).ok())?;
+        Ok(c)
+    }
+
+    /// Applies every setting found through `lookup` (an environment). The long name wins
+    /// over braft's alias when both are set.
+    pub fn apply_env(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for s in SETTINGS {
+            if let Some(v) = lookup(s.env) {
+                s.apply(self, &v, s.env)?;
+            } else if let Some(alias) = s.alias {
+                if let Some(v) = lookup(alias) {
+                    s.apply(self, &v, alias)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML document whose keys are the settings' keys (`rport = 15000`).
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("config file", e.message().to_string()))?;
+        for (key, value) in &table {
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.key == key)
+                .ok_or_else(|| ConfigError::new(key, "unknown setting in config file"))?;
+            let raw = match value {
+                toml::Value::String(v) => v.clone(),
+                toml::Value::Integer(v) => v.to_string(),
+                toml::Value::Boolean(v) => v.to_string(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            s.apply(self, &raw, key)?;
+        }
+        Ok(())
+    }
+
+    /// Checks every setting and the relations between them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let peers = self.static_peers();
+        if let Some(h) = self.hport {
+            if h == self.rport {
+                return Err(ConfigError::new("BRAFT_HPORT", "must differ from BRAFT_RPORT"));
+            }
+        }
+        if self.node_id == Some(0) {
+            return Err(ConfigError::new("BRAFT_NODE_ID", "must be a positive integer"));
+        }
+        match self.bootstrap_expect {
+            Some(0) => {
+                return Err(ConfigError::new("BRAFT_BOOTSTRAP_EXPECT", "must be at least 1"));
+            }
+            Some(n) if !peers.is_empty() && n > peers.len() => {
+                return Err(ConfigError::new(
+                    "BRAFT_BOOTSTRAP_EXPECT",
+                    format!("{n} exceeds the {} peers in BRAFT_DISCOVERY", peers.len()),
+                ));
+            }
+            _ => {}
+        }
+        if self.snapshot_logs == 0 {
+            return Err(ConfigError::new("BRAFT_SNAPSHOT_LOGS", "must be at least 1"));
+        }
+        if !(10..=60_000).contains(&self.heartbeat_ms) {
+            return Err(ConfigError::new("BRAFT_HEARTBEAT_MS", "allowed: 10..60000"));
+        }
+        if self.election_timeout_ms < 3 * self.heartbeat_ms || self.election_timeout_ms > 600_000 {
+            return Err(ConfigError::new(
+                "BRAFT_ELECTION_TIMEOUT_MS",
+                format!(
+                    "{} must be at least 3x BRAFT_HEARTBEAT_MS ({}) and at most 600000",
+                    self.election_timeout_ms, self.heartbeat_ms
+                ),
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.request_timeout_ms) {
+            return Err(ConfigError::new("BRAFT_REQUEST_TIMEOUT_MS", "allowed: 100..3600000"));
+        }
+        if !(1..=(32 << 20)).contains(&self.max_value_bytes) {
+            return Err(ConfigError::new("BRAFT_MAX_VALUE_BYTES", "allowed: 1..33554432"));
+        }
+        if self.sleep_ms > 3_600_000 {
+            return Err(ConfigError::new("BRAFT_SLEEP", "allowed: at most 1h"));
+        }
+        Ok(())
+    }
+
+    /// The static peer list.
+    pub fn static_peers(&self) -> &[String] {
+        match &self.discovery {
+            Discovery::Static(p) => p,
+        }
+    }
+
+    /// The HTTP port: `hport`, or `rport + 2`.
+    pub fn http_port(&self) -> u16 {
+        self.hport.unwrap_or(self.rport.wrapping_add(2))
+    }
+
+    /// The advertised IP: `ip`, else the first non-loopback IPv4 (of `interface` if set),
+    /// else 127.0.0.1.
+    pub fn advertised_ip(&self) -> IpAddr {
+        if let Some(ip) = self.ip {
+            return ip;
+        }
+        let ifaces = if_addrs::get_if_addrs().unwrap_or_default();
+        ifaces
+            .iter()
+            .filter(|i| self.interface.as_deref().is_none_or(|n| i.name == n))
+            .filter(|i| !i.is_loopback())
+            .map(|i| i.ip())
+            .find(|ip| ip.is_ipv4())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// The data directory: `data_dir`, or `./braft-data/<rport>`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("braft-data").join(self.rport.to_string()))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    /// braft's short aliases work, and the long name wins when both are set.
+    #[test]
+    fn aliases_and_precedence() {
+        let mut c = Config::default();
+        c.apply_env(&env(&[("BRP", "16000"), ("BHP", "16002"), ("BRAFT_HPORT", "17002")]))
+            .unwrap();
+        assert_eq!(c.rport, 16000);
+        assert_eq!(c.http_port(), 17002);
+        c.apply_env(&env(&[("DGR", "1")])).unwrap();
+        assert!(!c.grpc_reflection);
+    }
+
+    /// A static list accepts braft's forms, and a missing port means 15000.
+    #[test]
+    fn static_discovery_forms() {
+        let d = Discovery::parse("static:10.0.0.1:16000,10.0.0.2").unwrap();
+        assert_eq!(
+            d,
+            Discovery::Static(vec!["10.0.0.1:16000".into(), "10.0.0.2:15000".into()])
+        );
+        assert_eq!(Discovery::parse("a:1,b:2").unwrap(), Discovery::Static(vec!["a:1".into(), "b:2".into()]));
+        assert_eq!(Discovery::parse("").unwrap(), Discovery::Static(vec![]));
+        assert!(Discovery::parse("a:notaport").is_err());
+        assert!(Discovery::parse("mdns").is_err());
+    }
+
+    /// Bad values name the variable that carried them.
+    #[test]
+    fn errors_name_the_variable() {
+        let mut c = Config::default();
+        let e = c.apply_env(&env(&[("BRP", "abc")])).unwrap_err();
+        assert_eq!(e.setting, "BRP");
+        assert!(e.problem.contains("1..65535"), "{e}");
+        let e = c.apply_env(&env(&[("BRAFT_RPORT", "70000")])).unwrap_err();
+        assert_eq!(e.setting, "BRAFT_RPORT");
+        let e = c.apply_env(&env(&[("BRAFT_CODEC", "yaml")])).unwrap_err();
+        assert_eq!(e.setting, "BRAFT_CODEC");
+    }
+
+    /// validate() rejects impossible combinations, naming the setting.
+    #[test]
+    fn validate_checks_relations() {
+        assert!(Config::default().validate().is_ok());
+        let bad = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().unwrap_err().setting
+        };
+        assert_eq!(bad(|c| c.hport = Some(c.rport)), "BRAFT_HPORT");
+        assert_eq!(bad(|c| c.election_timeout_ms = c.heartbeat_ms), "BRAFT_ELECTION_TIMEOUT_MS");
+        assert_eq!(bad(|c| c.snapshot_logs = 0), "BRAFT_SNAPSHOT_LOGS");
+        assert_eq!(bad(|c| c.node_id = Some(0)), "BRAFT_NODE_ID");
+        assert_eq!(bad(|c| c.max_value_bytes = 0), "BRAFT_MAX_VALUE_BYTES");
+        assert_eq!(
+            bad(|c| {
+                c.discovery = Discovery::Static(vec!["a:1".into()]);
+                c.bootstrap_expect = Some(2);
+            }),
+            "BRAFT_BOOTSTRAP_EXPECT"
+        );
+    }
+
+    /// A TOML file gives the same keys; unknown keys are refused.
+    #[test]
+    fn toml_file_layer() {
+        let mut c = Config::default();
+        c.apply_toml("rport = 16000\ndiscovery = [\"a:1\", \"b\"]\nsleep = \"2s\"\n").unwrap();
+        assert_eq!(c.rport, 16000);
+        assert_eq!(c.static_peers(), ["a:1".to_string(), "b:15000".to_string()]);
+        assert_eq!(c.sleep_ms, 2000);
+        assert_eq!(c.apply_toml("bogus = 1").unwrap_err().setting, "bogus");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! `braft demo`: three child processes of this binary on 127.0.0.1, the URLs and a few
+//! curl commands, and a clean stop of all three on Ctrl-C.
+
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const PORTS: [u16; 3] = [15000, 16000, 17000];
+
+pub fn run() -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("braft demo: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let discovery = format!(
+        "static:{}",
+        PORTS.map(|p| format!("127.0.0.1:{p}")).join(",")
+    );
+    let mut children: Vec<Child> = Vec::new();
+    for port in PORTS {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("serve")
+            .env("BRAFT_DISCOVERY", &discovery)
+            .env("BRAFT_IP", "127.0.0.1")
+            .env("BRAFT_RPORT", port.to_string())
+            .env("BRAFT_HPORT", (port + 2).to_string())
+            .env("BRAFT_DATA_DIR", format!("braft-data/{port}"))
+            .stdin(Stdio::null());
+        // The aliases would override nothing, but a stray one in the caller's
+        // environment should not either.
+        for alias in ["BDI", "BIP", "BRP", "BHP", "BRAFT_CONFIG"] {
+            cmd.env_remove(alias);
+        }
+        die_with_parent(&mut cmd);
+        match cmd.spawn() {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                eprintln!("braft demo: cannot start node on port {port}: {e}");
+                stop(&mut children);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    let ready = wait_ready(Duration::from_secs(15));
+    println!();
+    if ready {
+        println!("braft demo: a 3-node cluster is up (data in ./braft-data/).");
+    } else {
+        println!("braft demo: the nodes are starting (not ready yet); see their logs above.");
+    }
+    for port in PORTS {
+        println!("  node {port}: raft/gRPC 127.0.0.1:{port}  HTTP http://127.0.0.1:{}", port + 2);
+    }
+    println!();
+    println!("Try:");
+    println!("  curl -X PUT --data 'world' http://127.0.0.1:15002/v1/kv/hello");
+    println!("  curl http://127.0.0.1:16002/v1/kv/hello");
+    println!("  curl http://127.0.0.1:17002/raft");
+    println!();
+    println!("Press Ctrl-C to stop all three nodes.");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = ctrlc_channel(tx);
+    loop {
+        if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+            break;
+        }
+        if children.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+            eprintln!("braft demo: all nodes exited");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("\nbraft demo: stopping...");
+    stop(&mut children);
+    ExitCode::SUCCESS
+}
+
+/// Polls node 1's `/ready` with a bare HTTP/1.0 request (no client library needed).
+fn wait_ready(limit: Duration) -> bool {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", PORTS[0] + 2)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+fn stop(children: &mut [Child]) {
+    for c in children.iter() {
+        // SAFETY: kill(2) with a pid we spawned and own; no memory is involved.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for c in children.iter_mut() {
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Children get SIGTERM if the demo itself dies, so no orphan keeps the ports.
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Sends on `tx` at SIGINT or SIGTERM (a tiny runtime just for the signal).
+fn ctrlc_channel(tx: std::sync::mpsc::Sender<()>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    let _ = tx.send(());
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = tx.send(());
+        });
+    });
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! The HTTP API on HPORT (axum): the clean `/v1/kv` routes, braft's `/kv` and `/raft`,
+//! and `/health` and `/ready` for probes.
+//!
+//! Every error is `{"error": "<what was wrong>", "code": "<machine code>"}` with a fitting
+//! status. Bad input changes nothing: it is rejected before anything is proposed.
+
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::error::Error;
+use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
+use crate::node::{Consistency, Node};
+
+/// The longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// The default and the largest `limit` of a key listing.
+const LIST_DEFAULT: usize = 1000;
+const LIST_MAX: usize = 10_000;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: Default::default(),
+        }
+    }
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn with(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.message.into());
+        body.insert("code".into(), self.code.into());
+        body.extend(self.extra);
+        (self.status, Json(serde_json::Value::Object(body))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Unavailable { ref leader, .. } => {
+                let leader = leader.clone();
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string());
+                if let Some(l) = leader {
+                    err = err
+                        .with("leader", json!(l.http_addr))
+                        .with("leader_rpc", json!(l.rpc_addr))
+                        .with("leader_id", json!(l.id.to_string()));
+                }
+                err
+            }
+            Error::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
+            Error::Indeterminate(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "indeterminate", e.to_string()),
+            Error::Service(ref s) => {
+                let code = s.code.clone();
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "service_error", e.to_string())
+                    .with("service_code", json!(code))
+            }
+            Error::UnknownService(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_service", e.to_string()),
+            Error::BadRequest(_) => ApiError::bad("bad_request", e.to_string()),
+            Error::Config(_) | Error::Io(_) | Error::Fatal(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Checks a key: not empty, at most 4 KiB.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("key must not be empty".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!("key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit", key.len()));
+    }
+    Ok(())
+}
+
+fn check_key(key: &str) -> ApiResult<()> {
+    validate_key(key).map_err(|m| ApiError::bad("bad_key", m))
+}
+
+/// braft's routes and ours, over `node`.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/v1/kv", get(list_keys))
+        .route("/v1/kv/", get(empty_key).put(empty_key).delete(empty_key))
+        .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .route("/kv", get(compat_get).post(compat_post).put(compat_post).delete(compat_delete))
+        .route("/raft", get(raft_status))
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(node)
+}
+
+/// Serves until the node shuts down, then finishes in-flight requests.
+pub async fn serve(node: Node, listener: TcpListener, user_routes: Router) {
+    let mut shutdown = node.shutdown_signal();
+    let app = user_routes.merge(router(node));
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("HTTP server stopped: {e}");
+    }
+}
+
+async fn empty_key() -> ApiError {
+    ApiError::bad("bad_key", "key must not be empty")
+}
+
+fn parse_consistency(q: &HashMap<String, String>) -> ApiResult<Consistency> {
+    match q.get("consistency") {
+        None => Ok(Consistency::Linearizable),
+        Some(c) => c.parse().map_err(|e: String| ApiError::bad("bad_parameter", e)),
+    }
+}
+
+/// Reads the body, enforcing BRAFT_MAX_VALUE_BYTES with a JSON 413.
+async fn read_value(node: &Node, body: Body) -> ApiResult<Bytes> {
+    let max = node.config().max_value_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("value exceeds BRAFT_MAX_VALUE_BYTES ({max} bytes)"),
+        )
+    };
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if limit {
+            too_large()
+        } else {
+            ApiError::bad("bad_body", format!("cannot read body: {e}"))
+        }
+    })
+}
+
+async fn put_key(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    check_key(&key)?;
+    let max = node.config().max_value_bytes;
+    if let Some(len) = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value_too_large",
+                format!("value of {len} bytes exceeds BRAFT_MAX_VALUE_BYTES ({max} bytes)"),
+            ));
+        }
+    }
+    let precondition = match (q.get("prev_version"), q.get("prev_value")) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("bad_parameter", "give prev_version or prev_value, not both")),
+        (Some(v), None) => Some(Precondition::Version(v.parse().map_err(|_| {
+            ApiError::bad("bad_parameter", format!("prev_version '{v}' is not a non-negative integer"))
+        })?)),
+        (None, Some(v)) => Some(Precondition::Value(v.clone().into_bytes())),
+        (None, None) => None,
+    };
+    if let Some(other) = q.keys().find(|k| !["prev_version", "prev_value"].contains(&k.as_str())) {
+        return Err(ApiError::bad("bad_parameter", format!("unknown parameter '{other}'")));
+    }
+    let value = read_value(&node, body).await?;
+    let cmd = KvCommand::Put {
+        map: String::new(),
+        key,
+        value: value.to_vec(),
+        precondition,
+    };
+    match node.write::<KvService>(cmd).await? {
+        KvOutput::Put { version } => Ok(Json(json!({ "version": version })).into_response()),
+        KvOutput::CompareFailed { current_version } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "compare_failed",
+            "the key's current version or value does not match",
+        )
+        .with("current_version", json!(current_version))),
+        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+    }
+}
+
+async fn get_key(
+    State(node): State<Node>,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    check_key(&key)?;
+    let consistency = parse_consistency(&q)?;
+    let query = KvQuery::Get {
+        map: String::new(),
+        key: key.clone(),
+    };
+    match node.read::<KvService>(query, consistency).await? {
+        KvQueryOutput::Value(Some(v)) => {
+            let mut resp = Response::new(Body::from(v.value));
+            resp.headers_mut()
+                .insert("X-Braft-Version", HeaderValue::from(v.version));
+            resp.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            Ok(resp)
+        }
+        KvQueryOutput::Value(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("key '{key}' not found"))),
+        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+    }
+}
+
+async fn delete_key(State(node): State<Node>, Path(key): Path<String>) -> ApiResult<Response> {
+    check_key(&key)?;
+    let cmd = KvCommand::Delete {
+        map: String::new(),
+        key,
+    };
+    match node.write::<KvService>(cmd).await? {
+        KvOutput::Deleted { version, existed } => Ok(Json(json!({ "version": version, "existed": existed })).into_response()),
+        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+    }
+}
+
+async fn list_keys(State(node): State<Node>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let limit = match q.get("limit") {
+        None => LIST_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=LIST_MAX).contains(&n) => n,
+            _ => return Err(ApiError::bad("bad_parameter", format!("limit '{l}' must be 1..{LIST_MAX}"))),
+        },
+    };
+    let consistency = parse_consistency(&q)?;
+    let query = KvQuery::List {
+        map: String::new(),
+        prefix,
+        limit,
+    };
+    match node.read::<KvService>(query, consistency).await? {
+        KvQueryOutput::Keys(keys) => Ok(Json(json!({ "keys": keys })).into_response()),
+        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+    }
+}
+
+// --- braft compatibility: /kv?map=&key=&value= (aliases m, k, v) ---
+
+fn param<'a>(q: &'a HashMap<String, String>, long: &str, short: &str) -> Option<&'a String> {
+    q.get(long).or_else(|| q.get(short))
+}
+
+/// braft's response headers: who answered.
+fn braft_headers(node: &Node, mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    let ip = node.peer().rpc_addr.rsplit_once(':').map_or("", |(h, _)| h).to_string();
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        h.insert("Braft-IP", v);
+    }
+    h.insert("Braft-ID", HeaderValue::from(node.id()));
+    if let Ok(v) = HeaderValue::from_str(&node.peer().http_addr) {
+        h.insert("Braft-Host", v);
+    }
+    resp
+}
+
+async fn compat_get(State(node): State<Node>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let map = param(&q, "map", "m").cloned().unwrap_or_default();
+    let consistency = parse_consistency(&q)?;
+    let resp = match param(&q, "key", "k") {
+        Some(key) => {
+            check_key(key)?;
+            let query = KvQuery::Get {
+                map: map.clone(),
+                key: key.clone(),
+            };
+            match node.read::<KvService>(query, consistency).await? {
+                KvQueryOutput::Value(Some(v)) => {
+                    let mut r = Response::new(Body::from(v.value));
+                    r.headers_mut().insert("X-Braft-Version", HeaderValue::from(v.version));
+                    r
+                }
+                _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("key '{key}' not found in map '{map}'"))),
+            }
+        }
+        None => {
+            let query = KvQuery::List {
+                map,
+                prefix: String::new(),
+                limit: LIST_MAX,
+            };
+            match node.read::<KvService>(query, consistency).await? {
+                KvQueryOutput::Keys(keys) => Json(json!({ "keys": keys })).into_response(),
+                _ => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected answer")),
+            }
+        }
+    };
+    Ok(braft_headers(&node, resp))
+}
+
+async fn compat_post(
+    State(node): State<Node>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> ApiResult<Response> {
+    let map = param(&q, "map", "m").cloned().unwrap_or_default();
+    let key = param(&q, "key", "k")
+        .cloned()
+        .ok_or_else(|| ApiError::bad("bad_key", "missing key (key= or k=)"))?;
+    check_key(&key)?;
+    let value = match param(&q, "value", "v") {
+        Some(v) => v.clone().into_bytes(),
+        None => read_value(&node, body).await?.to_vec(),
+    };
+    if value.len() > node.config().max_value_bytes {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", "value exceeds BRAFT_MAX_VALUE_BYTES"));
+    }
+    let cmd = KvCommand::Put {
+        map,
+        key,
+        value,
+        precondition: None,
+    };
+    let version = match node.write::<KvService>(cmd).await? {
+        KvOutput::Put { version } => version,
+        other => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+    };
+    Ok(braft_headers(&node, Json(json!({ "version": version })).into_response()))
+}
+
+async fn compat_delete(State(node): State<Node>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let map = param(&q, "map", "m").cloned().unwrap_or_default();
+    let key = param(&q, "key", "k")
+        .cloned()
+        .ok_or_else(|| ApiError::bad("bad_key", "missing key (key= or k=)"))?;
+    check_key(&key)?;
+    let cmd = KvCommand::Delete { map, key };
+    match node.write::<KvService>(cmd).await? {
+        KvOutput::Deleted { version, existed } => Ok(braft_headers(
+            &node,
+            Json(json!({ "version": version, "existed": existed })).into_response(),
+        )),
+        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+    }
+}
+
+async fn raft_status(State(node): State<Node>) -> Response {
+    Json(node.cluster_status().await).into_response()
+}
+
+/// 200 once this node knows a leader and has applied everything committed.
+async fn ready(State(node): State<Node>) -> Response {
+    let st = node.raft_status();
+    let ok = st.leader.is_some() && st.applied_index >= st.commit_index && st.initialized;
+    let body = Json(json!({
+        "ready": ok,
+        "leader": st.leader.map(|l| l.to_string()),
+        "commitIndex": st.commit_index,
+        "appliedIndex": st.applied_index,
+    }));
+    if ok {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}

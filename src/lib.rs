@@ -1,0 +1,35 @@
+//! braft: make any Rust application distributed, highly available and fault tolerant
+//! with Raft.
+//!
+//! A map of the crate, top-down:
+//! - [`node`]: [`Node`] and its builder — start, write, read, forward, shut down.
+//! - [`service`]: the [`Service`] trait, the user's state machine, and the routing registry.
+//! - [`kv`]: [`KvService`], the built-in key-value map service.
+//! - [`config`]: [`Config`], its defaults, its `BRAFT_*` environment variables and `validate()`.
+//! - [`http`]: the HTTP API (`/v1/kv`, braft's `/kv` and `/raft`, `/health`, `/ready`).
+//! - `grpc`: the gRPC servers (peer protocol, public `braft.v1.Kv`).
+//! - `raft`: the only module that knows openraft (types, storage and network adapters).
+//! - [`store`]: the durable log/vote store trait, on redb, with an in-memory twin.
+//! - [`codec`]: how commands become bytes (MessagePack by default, JSON).
+//! - [`error`]: the errors callers can act on.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+mod grpc;
+pub mod http;
+pub mod kv;
+pub mod node;
+mod pb;
+mod proc_info;
+mod raft;
+pub mod service;
+pub mod store;
+
+pub use codec::Codec;
+pub use config::Config;
+pub use error::Error;
+pub use kv::KvService;
+pub use node::{Consistency, Node, NodeBuilder};
+pub use raft::{NodeId, Peer};
+pub use service::{ApplyContext, Service, ServiceError};

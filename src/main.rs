@@ -1,0 +1,123 @@
+//! The `braft` server binary: configuration (flags, environment, TOML file) into the
+//! library, serve until SIGINT/SIGTERM, shut down gracefully. `braft demo` runs a local
+//! 3-node cluster of child processes.
+
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use braft::config::{Config, SETTINGS};
+
+#[derive(Parser, Debug)]
+#[command(name = "braft", version, about = "A Raft cluster node with a built-in key-value service")]
+struct Cli {
+    /// A TOML file with the same keys as the flags (e.g. `rport = 15000`).
+    #[arg(long, env = "BRAFT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one node (the default).
+    Serve,
+    /// Run a local 3-node cluster on 127.0.0.1 (ports 15000/16000/17000, HTTP +2).
+    Demo,
+}
+
+/// The settings' flags, built from the library's table so that every environment
+/// variable has its twin.
+fn command() -> Command {
+    let mut cmd = Cli::command();
+    for s in SETTINGS {
+        let env = match s.alias {
+            Some(a) => format!("{} or {a}", s.env),
+            None => s.env.to_string(),
+        };
+        cmd = cmd.arg(
+            Arg::new(s.key)
+                .long(s.key.replace('_', "-"))
+                .value_name("VALUE")
+                .num_args(0..=1)
+                .default_missing_value("true")
+                .action(ArgAction::Set)
+                .global(true)
+                .help(format!("{} [env: {env}]", s.help)),
+        );
+    }
+    cmd
+}
+
+/// Defaults, then the file, then the environment, then flags.
+fn load_config(cli: &Cli, m: &ArgMatches) -> Result<Config, String> {
+    let mut cfg = Config::default();
+    if let Some(path) = &cli.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("BRAFT_CONFIG: cannot read {}: {e}", path.display()))?;
+        cfg.apply_toml(&text).map_err(|e| format!("{} ({})", e, path.display()))?;
+    }
+    cfg.apply_env(&|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+    for s in SETTINGS {
+        if let Some(v) = m.get_one::<String>(s.key) {
+            let flag = format!("--{}", s.key.replace('_', "-"));
+            s.apply(&mut cfg, v, &flag).map_err(|e| e.to_string())?;
+        }
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Some(Cmd::Demo) = cli.cmd {
+        return demo::run();
+    }
+    let config = match load_config(&cli, &matches) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("braft: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("braft: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        let node = braft::Node::builder()
+            .config(config)
+            .service(braft::KvService::default())
+            .start()
+            .await?;
+        node.run_until_shutdown().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(braft::Error::Config(e)) => {
+            eprintln!("braft: invalid configuration: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("braft: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

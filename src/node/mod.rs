@@ -1,0 +1,676 @@
+//! [`Node`]: one braft cluster member — its Raft core, its services, and its gRPC and
+//! HTTP servers — and [`NodeBuilder`], which starts one in about ten lines:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), braft::Error> {
+//! let node = braft::Node::builder()          // defaults from BRAFT_* env vars
+//!     .service(braft::KvService::default())  // user services register the same way
+//!     .start().await?;
+//! node.run_until_shutdown().await?;          // serves gRPC + HTTP until SIGINT/SIGTERM
+//! # Ok(()) }
+//! ```
+//!
+//! Writes and reads may be sent to any node: a follower forwards them to the leader over
+//! gRPC, retrying with backoff through elections until the request timeout.
+
+mod formation;
+pub(crate) mod forward;
+mod identity;
+pub(crate) mod status;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use self::forward::Consistency;
+use self::forward::{ForwardReply, ForwardRequest};
+use crate::codec::Serializer;
+use crate::config::Config;
+use crate::error::{Error, LeaderHint};
+use crate::raft::consensus::{Consensus, Proposal, ReadGate, RaftStatus};
+use crate::raft::network::ChannelPool;
+use crate::raft::sm::{SharedState, StateMachine};
+use crate::raft::{wire, NodeId, Peer, Request, Response};
+use crate::service::{Registry, Service, ServiceError};
+use crate::store::{FileSnapshotStore, LogStore, RedbLogStore, SnapshotStore};
+
+/// Backoff between retries of a request that found no usable leader.
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_millis(200);
+
+/// Configures and starts a [`Node`].
+pub struct NodeBuilder {
+    config: Result<Config, crate::config::ConfigError>,
+    registry: Registry,
+    duplicate_service: Option<&'static str>,
+    rpc_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
+    log_store: Option<Arc<dyn LogStore>>,
+    snapshot_store: Option<Arc<dyn SnapshotStore>>,
+    grpc_routes: tonic::service::Routes,
+    http_routes: axum::Router,
+}
+
+impl NodeBuilder {
+    /// Replaces the whole configuration (the environment defaults are discarded).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Ok(config);
+        self
+    }
+
+    /// Adjusts the configuration in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        if let Ok(c) = &mut self.config {
+            f(c);
+        }
+        self
+    }
+
+    /// Registers a service (a state machine). Every node of a cluster must register the
+    /// same services.
+    pub fn service<S: Service>(mut self, service: S) -> Self {
+        if !self.registry.register(service) {
+            self.duplicate_service = Some(S::NAME);
+        }
+        self
+    }
+
+    /// Serves Raft and gRPC on this listener instead of binding `rport`.
+    pub fn rpc_listener(mut self, l: TcpListener) -> Self {
+        self.rpc_listener = Some(l);
+        self
+    }
+
+    /// Serves HTTP on this listener instead of binding `hport`.
+    pub fn http_listener(mut self, l: TcpListener) -> Self {
+        self.http_listener = Some(l);
+        self
+    }
+
+    /// Uses this log store instead of the redb file in the data directory.
+    pub fn log_store(mut self, store: Arc<dyn LogStore>) -> Self {
+        self.log_store = Some(store);
+        self
+    }
+
+    /// Uses this snapshot store instead of files in the data directory.
+    pub fn snapshot_store(mut self, store: Arc<dyn SnapshotStore>) -> Self {
+        self.snapshot_store = Some(store);
+        self
+    }
+
+    /// Adds your own tonic service, served on RPORT beside braft's.
+    pub fn grpc_service<S>(mut self, svc: S) -> Self
+    where
+        S: tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.grpc_routes = self.grpc_routes.add_service(svc);
+        self
+    }
+
+    /// Adds your own axum routes, served on HPORT beside braft's.
+    pub fn http_routes(mut self, router: axum::Router) -> Self {
+        self.http_routes = self.http_routes.merge(router);
+        self
+    }
+
+    /// Opens (or creates) the data directory, starts Raft, the servers and cluster
+    /// formation, and returns once the node is serving.
+    pub async fn start(self) -> Result<Node, Error> {
+        let config = self.config?;
+        config.validate()?;
+        if let Some(name) = self.duplicate_service {
+            return Err(Error::BadRequest(format!("service '{name}' registered twice")));
+        }
+        if config.sleep_ms > 0 {
+            let ms = rand::random_range(0..config.sleep_ms);
+            tracing::info!("BRAFT_SLEEP: waiting {ms} ms before start");
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+
+        let data_dir = config.data_dir();
+        std::fs::create_dir_all(&data_dir)?;
+        let id = identity::load_or_create(&data_dir, config.node_id, config.codec)?;
+
+        let rpc_listener = match self.rpc_listener {
+            Some(l) => l,
+            None => bind("BRAFT_RPORT", config.rport).await?,
+        };
+        let http_listener = match self.http_listener {
+            Some(l) => l,
+            None => bind("BRAFT_HPORT", config.http_port()).await?,
+        };
+        let ip = match rpc_listener.local_addr()?.ip() {
+            a if a.is_unspecified() => config.advertised_ip(),
+            a => config.ip.unwrap_or(a),
+        };
+        let peer = Peer {
+            rpc_addr: SocketAddr::new(ip, rpc_listener.local_addr()?.port()).to_string(),
+            http_addr: SocketAddr::new(ip, http_listener.local_addr()?.port()).to_string(),
+        };
+
+        let log_store: Arc<dyn LogStore> = match self.log_store {
+            Some(s) => s,
+            None => Arc::new(
+                RedbLogStore::open(&data_dir.join("raft-log.redb"))
+                    .map_err(|e| Error::Fatal(format!("opening the log in {}: {e}", data_dir.display())))?,
+            ),
+        };
+        let snapshots: Arc<dyn SnapshotStore> = match self.snapshot_store {
+            Some(s) => s,
+            None => Arc::new(FileSnapshotStore::new(data_dir.join("snapshots"))?),
+        };
+        let sm = StateMachine::open(self.registry, config.codec, snapshots)?;
+        let state = sm.shared();
+        let pool = ChannelPool::new(Duration::from_millis(500));
+        let consensus = Consensus::start(id, &config, pool.clone(), log_store, sm)
+            .await
+            .map_err(Error::Fatal)?;
+
+        let (shutdown_tx, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            id,
+            config,
+            consensus,
+            state,
+            pool,
+            peer,
+            started: Instant::now(),
+            started_at_ms: now_ms(),
+            shutdown: shutdown_tx,
+            tasks: Mutex::new(Vec::new()),
+            promoting: Mutex::new(Default::default()),
+        });
+        let node = Node { inner };
+        tracing::info!(
+            id,
+            rpc = %node.inner.peer.rpc_addr,
+            http = %node.inner.peer.http_addr,
+            "braft node started"
+        );
+
+        let grpc = crate::grpc::serve(node.clone(), rpc_listener, self.grpc_routes);
+        let http = crate::http::serve(node.clone(), http_listener, self.http_routes);
+        let formation = formation::run(node.clone());
+        node.spawn(grpc);
+        node.spawn(http);
+        node.spawn(formation);
+        Ok(node)
+    }
+}
+
+async fn bind(var: &str, port: u16) -> Result<TcpListener, Error> {
+    TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{var}: cannot listen on port {port}: {e}"),
+        ))
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) struct Inner {
+    pub id: NodeId,
+    pub config: Config,
+    pub consensus: Consensus,
+    pub state: Arc<SharedState>,
+    pub pool: ChannelPool,
+    pub peer: Peer,
+    pub started: Instant,
+    pub started_at_ms: i64,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Learners with a promotion task running on this (leader) node.
+    pub promoting: Mutex<std::collections::HashSet<NodeId>>,
+}
+
+/// A running braft node. Cheap to clone; clones share the node.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The outcome of one attempt at a request.
+enum Attempt<T> {
+    Done(Result<T, Error>),
+    Retry { leader: Option<NodeId>, why: String },
+}
+
+impl Node {
+    /// A builder whose configuration starts from the `BRAFT_*` environment variables.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            config: Config::from_env(),
+            registry: Registry::default(),
+            duplicate_service: None,
+            rpc_listener: None,
+            http_listener: None,
+            log_store: None,
+            snapshot_store: None,
+            grpc_routes: tonic::service::Routes::default(),
+            http_routes: axum::Router::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// This node's advertised addresses.
+    pub fn peer(&self) -> &Peer {
+        &self.inner.peer
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn status(&self) -> RaftStatus {
+        self.inner.consensus.status()
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<LeaderHint> {
+        let st = self.status();
+        let id = st.leader?;
+        Some(hint(id, st.peer(id)))
+    }
+
+    /// Hands leadership to another voter (call on the leader).
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), Error> {
+        self.inner.consensus.transfer_leader(to).await.map_err(Error::Fatal)
+    }
+
+    /// Takes a snapshot now (normally one is taken every `snapshot_logs` entries).
+    pub async fn snapshot(&self) -> Result<(), Error> {
+        self.inner.consensus.snapshot().await.map_err(Error::Fatal)
+    }
+
+    /// Whether this node is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        self.status().is_leader()
+    }
+
+    /// A status page of this node's Raft state (term, indexes, members).
+    pub fn raft_status(&self) -> RaftStatus {
+        self.status()
+    }
+
+    pub(crate) fn consensus(&self) -> &Consensus {
+        &self.inner.consensus
+    }
+
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let h = tokio::spawn(fut);
+        self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+    }
+
+    /// A receiver that turns true when the node begins shutting down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// Applies a command through Raft (from any node) and returns the service's output.
+    pub async fn write<S: Service>(&self, cmd: S::Command) -> Result<S::Output, Error> {
+        let codec = self.inner.state.codec;
+        let payload = codec.encode(&cmd)?;
+        let (_, bytes) = self.write_raw(S::NAME, payload).await?;
+        Ok(codec.decode(&bytes)?)
+    }
+
+    /// Queries a service with the given consistency (from any node).
+    pub async fn read<S: Service>(&self, query: S::Query, consistency: Consistency) -> Result<S::QueryOutput, Error> {
+        let codec = self.inner.state.codec;
+        let payload = codec.encode(&query)?;
+        let bytes = self.read_raw(S::NAME, payload, consistency).await?;
+        Ok(codec.decode(&bytes)?)
+    }
+
+    /// The untyped write path: returns the log index and the encoded output.
+    pub(crate) async fn write_raw(&self, service: &str, payload: Vec<u8>) -> Result<(u64, Vec<u8>), Error> {
+        self.check_service(service)?;
+        let req = ForwardRequest::Write {
+            service: service.to_string(),
+            payload,
+        };
+        self.with_retries(|deadline| self.write_once(&req, deadline)).await
+    }
+
+    /// The untyped read path.
+    pub(crate) async fn read_raw(&self, service: &str, payload: Vec<u8>, consistency: Consistency) -> Result<Vec<u8>, Error> {
+        self.check_service(service)?;
+        if consistency == Consistency::Stale {
+            return Ok(self.inner.state.query(service, &payload)?);
+        }
+        let req = ForwardRequest::Read {
+            service: service.to_string(),
+            payload,
+            consistency,
+            timeout_ms: 0,
+        };
+        self.with_retries(|deadline| self.read_once(&req, deadline)).await
+    }
+
+    fn check_service(&self, service: &str) -> Result<(), Error> {
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        if !self.inner.state.read().registry.contains(service) {
+            return Err(Error::UnknownService(service.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Runs attempts until one is done or the request timeout passes, backing off
+    /// between them. Leader elections, `LeaseExpired` on a fresh leader and unreachable
+    /// leaders all end up here.
+    async fn with_retries<'a, T, F, Fut>(&'a self, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut(Instant) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>> + 'a,
+    {
+        let deadline = Instant::now() + self.inner.config.request_timeout();
+        let mut backoff = RETRY_MIN;
+        loop {
+            let (leader, why) = match attempt(deadline).await {
+                Attempt::Done(r) => return r,
+                Attempt::Retry { leader, why } => (leader, why),
+            };
+            if self.is_shutting_down() {
+                return Err(Error::ShuttingDown);
+            }
+            let now = Instant::now();
+            if now + backoff >= deadline {
+                let st = self.status();
+                let leader = leader.or(st.leader).map(|id| hint(id, st.peer(id)));
+                return Err(Error::Unavailable {
+                    reason: format!(
+                        "no leader with a quorum within {} ms: {why}",
+                        self.inner.config.request_timeout_ms
+                    ),
+                    leader,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+
+    async fn write_once(&self, req: &ForwardRequest, deadline: Instant) -> Attempt<(u64, Vec<u8>)> {
+        let st = self.status();
+        match st.leader {
+            Some(l) if l == self.inner.id => written(Ok(self.handle_forward_write(req).await)),
+            Some(l) => match st.peer(l) {
+                Some(p) => written(self.forward(p, req, deadline).await),
+                None => Attempt::Retry {
+                    leader: Some(l),
+                    why: "leader address unknown".into(),
+                },
+            },
+            None => Attempt::Retry {
+                leader: None,
+                why: "no leader elected".into(),
+            },
+        }
+    }
+
+    async fn read_once(&self, req: &ForwardRequest, deadline: Instant) -> Attempt<Vec<u8>> {
+        let st = self.status();
+        let req = match req {
+            ForwardRequest::Read {
+                service,
+                payload,
+                consistency,
+                ..
+            } => ForwardRequest::Read {
+                service: service.clone(),
+                payload: payload.clone(),
+                consistency: *consistency,
+                timeout_ms: deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+            },
+            other => return Attempt::Done(Err(Error::BadRequest(format!("not a read: {other:?}")))),
+        };
+        match st.leader {
+            Some(l) if l == self.inner.id => read_reply(self.handle_forward_read(&req).await),
+            Some(l) => match st.peer(l) {
+                // A read is idempotent, so any failure to reach the leader is retried.
+                Some(p) => match self.forward(p, &req, deadline).await {
+                    Ok(reply) => read_reply(reply),
+                    Err(e) => Attempt::Retry {
+                        leader: Some(l),
+                        why: e.to_string(),
+                    },
+                },
+                None => Attempt::Retry {
+                    leader: Some(l),
+                    why: "leader address unknown".into(),
+                },
+            },
+            None => Attempt::Retry {
+                leader: None,
+                why: "no leader elected".into(),
+            },
+        }
+    }
+
+    /// Sends a request to the leader. A failure before the request left this node is a
+    /// retryable `Unavailable`; a failure after it may have arrived is `Indeterminate`.
+    async fn forward(&self, leader: &Peer, req: &ForwardRequest, deadline: Instant) -> Result<ForwardReply, Error> {
+        use tower::ServiceExt;
+        let unavailable = |why: String| Error::Unavailable {
+            reason: why,
+            leader: None,
+        };
+        let channel = self
+            .inner
+            .pool
+            .channel(&leader.rpc_addr)
+            .map_err(|e| unavailable(format!("bad leader address {}: {e}", leader.rpc_addr)))?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Connecting first tells "never sent" apart from "sent, answer lost".
+        let channel = match tokio::time::timeout(remaining, channel.ready_oneshot()).await {
+            Ok(Ok(ch)) => ch,
+            Ok(Err(e)) => return Err(unavailable(format!("cannot reach leader {}: {e}", leader.rpc_addr))),
+            Err(_) => return Err(unavailable(format!("timed out connecting to leader {}", leader.rpc_addr))),
+        };
+        let mut client = crate::pb::raft_client::RaftClient::new(channel)
+            .max_decoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES);
+        let data = wire::encode(req).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let is_write = matches!(req, ForwardRequest::Write { .. });
+        let lost = |why: String| {
+            if is_write {
+                Error::Indeterminate(why)
+            } else {
+                unavailable(why)
+            }
+        };
+        match tokio::time::timeout(remaining, client.forward(crate::pb::Opaque { data })).await {
+            Err(_) => Err(lost(format!("no answer from leader {} in time", leader.rpc_addr))),
+            Ok(Err(status)) => Err(lost(format!("leader {}: {status}", leader.rpc_addr))),
+            Ok(Ok(resp)) => wire::decode(&resp.into_inner().data)
+                .map_err(|e| lost(format!("bad answer from leader {}: {e}", leader.rpc_addr))),
+        }
+    }
+
+    /// Serves a write here, as leader. Never forwards further: a node that is not the
+    /// leader answers `NotLeader` and the origin retries, so requests cannot loop.
+    pub(crate) async fn handle_forward_write(&self, req: &ForwardRequest) -> ForwardReply {
+        let ForwardRequest::Write { service, payload } = req else {
+            return ForwardReply::Fatal("expected a write".into());
+        };
+        if !self.inner.state.read().registry.contains(service) {
+            return ForwardReply::Written {
+                index: 0,
+                response: Response::Err(ServiceError::new(
+                    "unknown_service",
+                    format!("the leader has no service named '{service}'"),
+                )),
+            };
+        }
+        let request = Request {
+            service: service.clone(),
+            payload: payload.clone(),
+        };
+        match self.inner.consensus.propose(request).await {
+            Proposal::Applied { index, response } => ForwardReply::Written { index, response },
+            Proposal::NotLeader { leader } => self.not_leader(leader),
+            Proposal::Discarded => ForwardReply::Indeterminate("entry discarded by a leader change; it may still commit".into()),
+            Proposal::Fatal(e) => ForwardReply::Fatal(e),
+        }
+    }
+
+    /// Serves a linearizable or lease read here, as leader.
+    pub(crate) async fn handle_forward_read(&self, req: &ForwardRequest) -> ForwardReply {
+        let ForwardRequest::Read {
+            service,
+            payload,
+            consistency,
+            timeout_ms,
+        } = req
+        else {
+            return ForwardReply::Fatal("expected a read".into());
+        };
+        let timeout = Duration::from_millis((*timeout_ms).clamp(10, 60_000));
+        let lease = *consistency == Consistency::Lease;
+        if *consistency != Consistency::Stale {
+            match self.inner.consensus.read_gate(lease, timeout).await {
+                ReadGate::Ready => {}
+                ReadGate::NotLeader { leader } => return self.not_leader(leader),
+                ReadGate::NoQuorum(e) => return ForwardReply::NoQuorum(e),
+                ReadGate::Fatal(e) => return ForwardReply::Fatal(e),
+            }
+        }
+        ForwardReply::Read(
+            self.inner
+                .state
+                .query(service, payload)
+                .map(serde_bytes::ByteBuf::from),
+        )
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> ForwardReply {
+        let st = self.status();
+        let leader = leader.or(st.leader).filter(|l| *l != self.inner.id || st.is_leader());
+        ForwardReply::NotLeader {
+            leader: leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_shutdown(&self) -> Result<(), Error> {
+        wait_for_signal().await;
+        tracing::info!("signal received, shutting down");
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Stops accepting requests, stops the servers, and stops Raft. In-flight requests
+    /// get a short grace period.
+    pub async fn shutdown(&self) {
+        if self.inner.shutdown.send_replace(true) {
+            return;
+        }
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            if tokio::time::timeout(Duration::from_secs(3), t).await.is_err() {
+                tracing::warn!("a server task did not stop within 3 s");
+            }
+        }
+        self.inner.consensus.shutdown().await;
+        tracing::info!(id = self.inner.id, "node stopped");
+    }
+}
+
+fn hint(id: NodeId, peer: Option<&Peer>) -> LeaderHint {
+    LeaderHint {
+        id,
+        rpc_addr: peer.map(|p| p.rpc_addr.clone()).unwrap_or_default(),
+        http_addr: peer.map(|p| p.http_addr.clone()).unwrap_or_default(),
+    }
+}
+
+fn written(r: Result<ForwardReply, Error>) -> Attempt<(u64, Vec<u8>)> {
+    match r {
+        Err(e @ Error::Unavailable { .. }) => Attempt::Retry {
+            leader: None,
+            why: e.to_string(),
+        },
+        Err(e) => Attempt::Done(Err(e)),
+        Ok(ForwardReply::Written { index, response }) => Attempt::Done(match response {
+            Response::Ok(bytes) => Ok((index, bytes)),
+            Response::Err(e) if e.code == "unknown_service" => Err(Error::UnknownService(e.message)),
+            Response::Err(e) => Err(Error::Service(e)),
+        }),
+        Ok(ForwardReply::NotLeader { leader }) => Attempt::Retry {
+            leader: leader.map(|(id, _)| id),
+            why: "leader changed".into(),
+        },
+        Ok(ForwardReply::NoQuorum(e)) => Attempt::Retry { leader: None, why: e },
+        Ok(ForwardReply::Indeterminate(e)) => Attempt::Done(Err(Error::Indeterminate(e))),
+        Ok(ForwardReply::Fatal(e)) => Attempt::Done(Err(Error::Fatal(e))),
+        Ok(ForwardReply::Read(_)) => Attempt::Done(Err(Error::Fatal("leader answered a write with a read".into()))),
+    }
+}
+
+fn read_reply(r: ForwardReply) -> Attempt<Vec<u8>> {
+    match r {
+        ForwardReply::Read(Ok(b)) => Attempt::Done(Ok(b.into_vec())),
+        ForwardReply::Read(Err(e)) if e.code == "unknown_service" => Attempt::Done(Err(Error::UnknownService(e.message))),
+        ForwardReply::Read(Err(e)) => Attempt::Done(Err(Error::Service(e))),
+        ForwardReply::NotLeader { leader } => Attempt::Retry {
+            leader: leader.map(|(id, _)| id),
+            why: "leader changed".into(),
+        },
+        ForwardReply::NoQuorum(e) => Attempt::Retry { leader: None, why: e },
+        ForwardReply::Indeterminate(e) | ForwardReply::Fatal(e) => Attempt::Done(Err(Error::Fatal(e))),
+        ForwardReply::Written { .. } => Attempt::Done(Err(Error::Fatal("leader answered a read with a write".into()))),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,235 @@
+//! [`Consensus`]: the narrow face of the Raft core that the rest of braft uses. It turns
+//! openraft's rich error types into the few outcomes callers act on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::{ChangeMembers, ReadPolicy, ServerState};
+
+use super::{NodeId, Peer, Raft, Request, Response};
+
+/// The outcome of proposing one entry on this node.
+#[derive(Debug)]
+pub enum Proposal {
+    /// Committed and applied at this log index.
+    Applied { index: u64, response: Response },
+    /// Not leader (or not yet able to lead): try the hinted leader, or wait.
+    NotLeader { leader: Option<NodeId> },
+    /// The entry was appended but discarded by a leader change: it may still commit.
+    Discarded,
+    /// The core has stopped.
+    Fatal(String),
+}
+
+/// The outcome of confirming leadership for a read.
+#[derive(Debug)]
+pub enum ReadGate {
+    /// The local state machine has applied everything committed before the read began.
+    Ready,
+    NotLeader { leader: Option<NodeId> },
+    /// Quorum could not be confirmed in time.
+    NoQuorum(String),
+    Fatal(String),
+}
+
+/// A snapshot of this node's Raft state, for status pages and probes.
+#[derive(Debug, Clone, Default)]
+pub struct RaftStatus {
+    pub id: NodeId,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub snapshot_index: u64,
+    pub voters: BTreeSet<NodeId>,
+    pub members: BTreeMap<NodeId, Peer>,
+    /// True once this node holds a membership: it belongs to a cluster.
+    pub initialized: bool,
+    /// Nothing stored at all: no term, no log, no snapshot. Only such nodes may form a
+    /// new cluster.
+    pub pristine: bool,
+    /// Leader only: each follower's last matched log index.
+    pub matched: BTreeMap<NodeId, u64>,
+}
+
+impl RaftStatus {
+    pub fn is_leader(&self) -> bool {
+        self.leader == Some(self.id) && self.state == "Leader"
+    }
+    pub fn peer(&self, id: NodeId) -> Option<&Peer> {
+        self.members.get(&id)
+    }
+}
+
+/// The Raft core, wrapped.
+#[derive(Clone)]
+pub struct Consensus {
+    raft: Raft,
+}
+
+impl Consensus {
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let state = match m.state {
+            ServerState::Leader => "Leader",
+            ServerState::Follower => "Follower",
+            ServerState::Candidate => "Candidate",
+            ServerState::Learner => "Learner",
+            ServerState::Shutdown => "Shutdown",
+        };
+        let members: BTreeMap<NodeId, Peer> = membership.nodes().map(|(id, p)| (*id, p.clone())).collect();
+        let matched = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        RaftStatus {
+            id: m.id,
+            state: state.to_string(),
+            term: m.current_term,
+            leader: m.current_leader,
+            commit_index: m.local_committed.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            voters: membership.voter_ids().collect(),
+            initialized: !members.is_empty(),
+            pristine: members.is_empty()
+                && m.current_term == 0
+                && m.last_log_index.is_none()
+                && m.snapshot.is_none(),
+            members,
+            matched,
+        }
+    }
+
+    /// Proposes one entry and waits until it is applied here (on the leader).
+    pub async fn propose(&self, req: Request) -> Proposal {
+        match self.raft.client_write(req).await {
+            Ok(resp) => Proposal::Applied {
+                index: resp.log_id.index,
+                response: resp.data,
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Proposal::NotLeader {
+                leader: f.leader_id,
+            },
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Proposal::Discarded,
+            Err(RaftError::APIError(e)) => Proposal::Fatal(e.to_string()),
+            Err(RaftError::Fatal(e)) => Proposal::Fatal(e.to_string()),
+        }
+    }
+
+    /// Confirms leadership (ReadIndex, or the lease) and waits until the local state
+    /// machine has applied up to the read point. `lease` falls back to ReadIndex when the
+    /// lease has lapsed.
+    pub async fn read_gate(&self, lease: bool, timeout: Duration) -> ReadGate {
+        let policy = if lease { ReadPolicy::LeaseRead } else { ReadPolicy::ReadIndex };
+        let r = tokio::time::timeout(timeout, self.raft.ensure_linearizable(policy)).await;
+        let r = match r {
+            Err(_) => return ReadGate::NoQuorum("timed out confirming leadership".into()),
+            Ok(r) => r,
+        };
+        match r {
+            Ok(_) => ReadGate::Ready,
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                if lease && f.leader_id == Some(*self.raft.node_id()) {
+                    // Lease lapsed while still leader: confirm with ReadIndex instead.
+                    return Box::pin(self.read_gate(false, timeout)).await;
+                }
+                ReadGate::NotLeader { leader: f.leader_id }
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => ReadGate::NoQuorum(e.to_string()),
+            Err(RaftError::Fatal(e)) => ReadGate::Fatal(e.to_string()),
+        }
+    }
+
+    /// Forms a new cluster with exactly these voters. Only ever called on a pristine node
+    /// chosen by the formation rule.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, Peer>) -> Result<(), String> {
+        self.raft.initialize(members).await.map_err(|e| e.to_string())
+    }
+
+    /// Adds a learner (leader only); returns once the membership change is committed.
+    pub async fn add_learner(&self, id: NodeId, peer: Peer) -> Result<(), String> {
+        self.raft
+            .add_learner(id, peer, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Promotes learners to voters (leader only).
+    pub async fn promote(&self, ids: BTreeSet<NodeId>) -> Result<(), String> {
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(ids), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Hands leadership to `to` (leader only).
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), String> {
+        self.raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string())
+    }
+
+    /// Takes a snapshot now.
+    pub async fn snapshot(&self) -> Result<(), String> {
+        self.raft.trigger().snapshot().await.map_err(|e| e.to_string())
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+}
+
+impl Consensus {
+    /// Builds the openraft configuration from braft's and starts the Raft core.
+    pub async fn start(
+        id: NodeId,
+        config: &crate::config::Config,
+        pool: super::network::ChannelPool,
+        log_store: std::sync::Arc<dyn crate::store::LogStore>,
+        sm: super::sm::StateMachine,
+    ) -> Result<Self, String> {
+        let raft_config = openraft::Config {
+            cluster_name: "braft".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms,
+            election_timeout_max: config.election_timeout_ms * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            // Keep a tail after a snapshot so briefly lagging followers catch up from the
+            // log; anything further behind gets the snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_logs.min(1_000),
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("raft config: {e}"))?;
+        let network = super::network::NetworkFactory { pool, self_id: id };
+        let raft = Raft::new(
+            id,
+            std::sync::Arc::new(raft_config),
+            network,
+            super::log::LogAdapter::new(log_store),
+            sm,
+        )
+        .await
+        .map_err(|e| format!("starting raft: {e}"))?;
+        Ok(Self { raft })
+    }
+}

@@ -1,0 +1,279 @@
+//! The Raft network over gRPC: the client half that openraft drives, and the decode-call-
+//! encode helpers the server half uses. One lazily connected tonic channel per peer address
+//! is shared by every RPC to that peer (HTTP/2 multiplexes them).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::errors::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkV2, RPCTypes};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{wire, NodeId, Peer, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use crate::pb;
+use crate::pb::raft_client::RaftClient;
+
+/// The size of one snapshot chunk on the wire.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// gRPC message limit; Raft batches and snapshot chunks stay well below it.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Peer channels, by address. Cheap to clone.
+#[derive(Clone)]
+pub struct ChannelPool {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+}
+
+impl ChannelPool {
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self {
+            channels: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    /// The channel to `addr` (`host:port`), created on first use. Connecting happens
+    /// lazily on the first request and again after a failure.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut g = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = g.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        g.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// A `braft.v1.Raft` client for `addr`.
+    pub fn raft_client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+        Ok(RaftClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+}
+
+/// Hands openraft a client per peer.
+pub struct NetworkFactory {
+    pub pool: ChannelPool,
+    pub self_id: NodeId,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> Self::Network {
+        PeerClient {
+            self_id: self.self_id,
+            target,
+            addr: node.rpc_addr.clone(),
+            client: self.pool.raft_client(&node.rpc_addr).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The client half for one peer.
+pub struct PeerClient {
+    self_id: NodeId,
+    target: NodeId,
+    addr: String,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+fn status_to_rpc<E: std::error::Error>(s: tonic::Status) -> RPCError<TypeConfig, E> {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&s)),
+        _ => RPCError::Network(NetworkError::new(&s)),
+    }
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftClient<Channel>, Unreachable<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|e| Unreachable::from_string(format!("bad peer address {}: {e}", self.addr)))
+    }
+
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<TypeConfig> {
+        Timeout {
+            action,
+            id: self.self_id,
+            target: self.target,
+            timeout: ttl,
+        }
+    }
+
+    /// One unary call: encode, send within `ttl`, decode the remote `Result`.
+    async fn call<Req, Resp, F, Fut>(
+        &mut self,
+        action: RPCTypes,
+        req: &Req,
+        ttl: Duration,
+        send: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, pb::Opaque) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<pb::Opaque>, tonic::Status>>,
+    {
+        let client = self.client()?;
+        let data = wire::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = match tokio::time::timeout(ttl, send(client, pb::Opaque { data })).await {
+            Err(_) => return Err(RPCError::Timeout(self.timeout(action, ttl))),
+            Ok(Err(status)) => return Err(status_to_rpc(status)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: Result<Resp, RaftError<TypeConfig>> =
+            wire::decode(&resp.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::Network(NetworkError::from_string(format!("remote: {e}"))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::AppendEntries, &rpc, option.hard_ttl(), |mut c, m| async move {
+            c.append(m).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::Vote, &rpc, option.hard_ttl(), |mut c, m| async move { c.vote(m).await })
+            .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::Vote, &rpc, option.hard_ttl(), |mut c, m| async move {
+            c.pre_vote(m).await
+        })
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RPCTypes::TransferLeader, &req, option.hard_ttl(), |mut c, m| async move {
+            c.transfer_leader(m).await
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client()?;
+        let meta = wire::encode(&(vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
+        let data = snapshot.snapshot;
+        let mut chunks = vec![pb::SnapshotChunk {
+            meta,
+            data: Vec::new(),
+        }];
+        chunks.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| pb::SnapshotChunk {
+            meta: Vec::new(),
+            data: c.to_vec(),
+        }));
+        let ttl = option.hard_ttl().max(Duration::from_secs(60));
+        let send = client.install_snapshot(tokio_stream::iter(chunks));
+        let resp = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = tokio::time::timeout(ttl, send) => match r {
+                Err(_) => return Err(StreamingError::Timeout(self.timeout(RPCTypes::InstallSnapshot, ttl))),
+                Ok(Err(s)) if s.code() == tonic::Code::Unavailable => return Err(Unreachable::new(&s).into()),
+                Ok(Err(s)) => return Err(NetworkError::new(&s).into()),
+                Ok(Ok(r)) => r.into_inner(),
+            }
+        };
+        let result: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+            wire::decode(&resp.data).map_err(|e| NetworkError::new(&e))?;
+        result.map_err(|e| NetworkError::from_string(format!("remote: {e}")).into())
+    }
+}
+
+// --- The server half: decode, call the local Raft, encode the `Result`. ---
+
+fn reply<T: serde::Serialize>(r: &T) -> Result<pb::Opaque, tonic::Status> {
+    Ok(pb::Opaque {
+        data: wire::encode(r)?,
+    })
+}
+
+pub async fn serve_append(raft: &Raft, req: pb::Opaque) -> Result<pb::Opaque, tonic::Status> {
+    let rpc: AppendEntriesRequest<TypeConfig> = wire::decode(&req.data)?;
+    reply(&raft.append_entries(rpc).await)
+}
+
+pub async fn serve_vote(raft: &Raft, req: pb::Opaque) -> Result<pb::Opaque, tonic::Status> {
+    let rpc: VoteRequest<TypeConfig> = wire::decode(&req.data)?;
+    reply(&raft.vote(rpc).await)
+}
+
+pub async fn serve_pre_vote(raft: &Raft, req: pb::Opaque) -> Result<pb::Opaque, tonic::Status> {
+    let rpc: VoteRequest<TypeConfig> = wire::decode(&req.data)?;
+    reply(&raft.pre_vote(rpc).await)
+}
+
+pub async fn serve_transfer_leader(raft: &Raft, req: pb::Opaque) -> Result<pb::Opaque, tonic::Status> {
+    let rpc: TransferLeaderRequest<TypeConfig> = wire::decode(&req.data)?;
+    let r: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> =
+        raft.handle_transfer_leader(rpc).await.map_err(RaftError::Fatal);
+    reply(&r)
+}
+
+pub async fn serve_install_snapshot(
+    raft: &Raft,
+    mut chunks: tonic::Streaming<pb::SnapshotChunk>,
+    max_bytes: usize,
+) -> Result<pb::Opaque, tonic::Status> {
+    let first = chunks
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::invalid_argument("empty snapshot stream"))?;
+    let (vote, meta): (Vote, SnapshotMeta) = wire::decode(&first.meta)?;
+    let mut data = first.data;
+    while let Some(c) = chunks.message().await? {
+        if data.len() + c.data.len() > max_bytes {
+            return Err(tonic::Status::resource_exhausted("snapshot exceeds the size limit"));
+        }
+        data.extend_from_slice(&c.data);
+    }
+    let r: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> = raft
+        .install_full_snapshot(vote, Snapshot { meta, snapshot: data })
+        .await
+        .map_err(RaftError::Fatal);
+    reply(&r)
+}

@@ -1,0 +1,169 @@
+//! Services: the user's state machines, and the registry that routes log entries to them.
+//!
+//! A braft node replicates one log. Each entry names the service it is for, by a stable
+//! string ([`Service::NAME`]), never by a Rust type name, so renaming a type does not break
+//! a log already on disk. The routing state machine (`raft::sm`) hands every committed entry
+//! to its service, in log order, on every node.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{Codec, Serializer};
+
+/// An error a service returns from `apply` or `query`. It travels back to the caller,
+/// across forwarding too, with its code intact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ServiceError {
+    /// A short machine-readable code, e.g. `insufficient_funds`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::codec::CodecError> for ServiceError {
+    fn from(e: crate::codec::CodecError) -> Self {
+        ServiceError::new("codec", e.to_string())
+    }
+}
+
+/// What a service knows about the entry it applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The Raft log index of the entry: unique, increasing, the same on every node.
+    pub index: u64,
+}
+
+/// A replicated state machine.
+///
+/// The contract:
+/// - `apply` is deterministic: the same commands in the same order give the same state and
+///   outputs on every node. No clocks, no randomness, no I/O.
+/// - An `apply` that returns `Err` leaves the state unchanged: the error reaches the
+///   caller, and the entry still counts as applied.
+/// - `snapshot` captures the whole state; `restore` replaces the whole state with it.
+pub trait Service: Send + Sync + 'static {
+    /// The stable name entries are routed by. Never change it once data exists.
+    const NAME: &'static str;
+    /// A write, replicated through the log.
+    type Command: Serialize + DeserializeOwned + Send + 'static;
+    /// What `apply` answers.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// A read, served from the applied state.
+    type Query: Serialize + DeserializeOwned + Send + 'static;
+    /// What `query` answers.
+    type QueryOutput: Serialize + DeserializeOwned + Send + 'static;
+
+    fn apply(&mut self, ctx: ApplyContext, cmd: Self::Command) -> Result<Self::Output, ServiceError>;
+    fn query(&self, query: Self::Query) -> Result<Self::QueryOutput, ServiceError>;
+    /// The whole state as bytes (see [`crate::codec::to_bytes`]).
+    fn snapshot(&self) -> Result<Vec<u8>, ServiceError>;
+    /// Replaces the whole state with a snapshot's bytes.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
+}
+
+/// A [`Service`] with its types erased to bytes, so the registry can hold many.
+pub(crate) trait DynService: Send + Sync {
+    fn apply_bytes(&mut self, codec: Codec, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError>;
+    fn query_bytes(&self, codec: Codec, query: &[u8]) -> Result<Vec<u8>, ServiceError>;
+    fn snapshot_bytes(&self) -> Result<Vec<u8>, ServiceError>;
+    fn restore_bytes(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
+}
+
+impl<S: Service> DynService for S {
+    fn apply_bytes(&mut self, codec: Codec, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let cmd: S::Command = codec
+            .decode(cmd)
+            .map_err(|e| ServiceError::new("bad_command", e.to_string()))?;
+        let out = self.apply(ctx, cmd)?;
+        Ok(codec.encode(&out)?)
+    }
+    fn query_bytes(&self, codec: Codec, query: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let q: S::Query = codec
+            .decode(query)
+            .map_err(|e| ServiceError::new("bad_query", e.to_string()))?;
+        let out = self.query(q)?;
+        Ok(codec.encode(&out)?)
+    }
+    fn snapshot_bytes(&self) -> Result<Vec<u8>, ServiceError> {
+        self.snapshot()
+    }
+    fn restore_bytes(&mut self, snapshot: &[u8]) -> Result<(), ServiceError> {
+        self.restore(snapshot)
+    }
+}
+
+/// The registered services, by name.
+#[derive(Default)]
+pub(crate) struct Registry {
+    services: BTreeMap<String, Box<dyn DynService>>,
+}
+
+impl Registry {
+    pub fn register<S: Service>(&mut self, service: S) -> bool {
+        self.services
+            .insert(S::NAME.to_string(), Box::new(service))
+            .is_none()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.services.contains_key(name)
+    }
+
+    fn get(&self, name: &str) -> Result<&dyn DynService, ServiceError> {
+        self.services
+            .get(name)
+            .map(|s| s.as_ref())
+            .ok_or_else(|| ServiceError::new("unknown_service", format!("no service named '{name}' is registered")))
+    }
+
+    pub fn apply(&mut self, codec: Codec, name: &str, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        match self.services.get_mut(name) {
+            Some(s) => s.apply_bytes(codec, ctx, cmd),
+            None => Err(ServiceError::new(
+                "unknown_service",
+                format!("no service named '{name}' is registered"),
+            )),
+        }
+    }
+
+    pub fn query(&self, codec: Codec, name: &str, query: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        self.get(name)?.query_bytes(codec, query)
+    }
+
+    /// Every service's snapshot, by name.
+    pub fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>, ServiceError> {
+        self.services
+            .iter()
+            .map(|(n, s)| Ok((n.clone(), s.snapshot_bytes()?)))
+            .collect()
+    }
+
+    /// Restores every service found in `parts`. A part for a service this node does not
+    /// have is an error: applying later entries without it would diverge.
+    pub fn restore(&mut self, parts: &[(String, Vec<u8>)]) -> Result<(), ServiceError> {
+        for (name, bytes) in parts {
+            match self.services.get_mut(name) {
+                Some(s) => s.restore_bytes(bytes)?,
+                None => {
+                    return Err(ServiceError::new(
+                        "unknown_service",
+                        format!("snapshot holds service '{name}', which this node does not register"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}

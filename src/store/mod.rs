@@ -1,0 +1,162 @@
+//! The durable log and vote store behind Raft.
+//!
+//! [`LogStore`] is deliberately narrow — append, truncate, purge, read a range, and a few
+//! metadata cells — so that the engine under it can be swapped (redb today; a segmented WAL
+//! if profiling ever points there) without touching the consensus code. Entries are opaque
+//! bytes keyed by their log index: the store knows nothing about openraft's types.
+//!
+//! Two implementations ship: [`RedbLogStore`] on disk and [`MemLogStore`], its in-memory
+//! twin for tests. Both pass the same conformance suite (`tests` below).
+
+mod mem;
+mod redb;
+mod snapshot;
+
+pub use self::mem::MemLogStore;
+pub use self::redb::RedbLogStore;
+pub use self::snapshot::{FileSnapshotStore, MemSnapshotStore, SnapshotStore};
+
+/// A metadata cell kept beside the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetaKey {
+    /// The last vote this node cast or accepted (Raft's `currentTerm` + `votedFor`).
+    Vote,
+    /// The highest log id known to be committed.
+    Committed,
+    /// The id of the last entry removed by [`LogStore::purge_upto`].
+    LastPurged,
+}
+
+impl MetaKey {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MetaKey::Vote => "vote",
+            MetaKey::Committed => "committed",
+            MetaKey::LastPurged => "last_purged",
+        }
+    }
+}
+
+/// An error from the storage engine. Any of these is fatal for the Raft node: it cannot
+/// promise durability any more.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("log store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("log store engine error: {0}")]
+    Engine(String),
+    #[error("log store misuse: {0}")]
+    Invalid(String),
+}
+
+impl From<StoreError> for std::io::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        }
+    }
+}
+
+/// One log entry: its index and its encoded bytes.
+pub type RawEntry = (u64, Vec<u8>);
+
+/// The contract every log store keeps.
+///
+/// - When a mutating method returns `Ok`, its effect is durable (fsynced): a crash right
+///   after it loses nothing.
+/// - Indexes are contiguous: `append` continues after the last entry (or after a
+///   truncation point), and the store never holds a gap.
+/// - Methods are synchronous and may block on I/O; callers run them off the async
+///   executor (see `raft::log`).
+pub trait LogStore: Send + Sync + 'static {
+    /// Appends entries in ascending index order, replacing nothing. Durable on return.
+    fn append(&self, entries: &[RawEntry]) -> Result<(), StoreError>;
+
+    /// Removes every entry with an index greater than `after` (every entry, if `None`).
+    fn truncate_after(&self, after: Option<u64>) -> Result<(), StoreError>;
+
+    /// Removes every entry with an index up to and including `upto`.
+    fn purge_upto(&self, upto: u64) -> Result<(), StoreError>;
+
+    /// The entries with `start <= index < end`, ascending.
+    fn read_range(&self, start: u64, end: u64) -> Result<Vec<RawEntry>, StoreError>;
+
+    /// The entry with the highest index, if any.
+    fn last_entry(&self) -> Result<Option<RawEntry>, StoreError>;
+
+    /// Stores a metadata cell. Durable on return.
+    fn put_meta(&self, key: MetaKey, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Reads a metadata cell.
+    fn get_meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! One suite, run against every [`LogStore`] implementation.
+    use super::*;
+
+    fn e(i: u64) -> RawEntry {
+        (i, format!("entry-{i}").into_bytes())
+    }
+
+    fn indexes(v: &[RawEntry]) -> Vec<u64> {
+        v.iter().map(|(i, _)| *i).collect()
+    }
+
+    /// A fresh store is empty; appended entries read back in order with their bytes.
+    pub fn append_then_read(s: &dyn LogStore) {
+        assert!(s.last_entry().unwrap().is_none());
+        assert!(s.read_range(0, 100).unwrap().is_empty());
+        s.append(&[e(1), e(2), e(3)]).unwrap();
+        s.append(&[e(4)]).unwrap();
+        let got = s.read_range(1, 5).unwrap();
+        assert_eq!(got, vec![e(1), e(2), e(3), e(4)]);
+        assert_eq!(indexes(&s.read_range(2, 4).unwrap()), vec![2, 3]);
+        assert_eq!(s.last_entry().unwrap(), Some(e(4)));
+    }
+
+    /// Truncation removes the tail after a point; a conflicting suffix can then be rewritten.
+    pub fn truncate_then_rewrite(s: &dyn LogStore) {
+        s.append(&[e(1), e(2), e(3), e(4)]).unwrap();
+        s.truncate_after(Some(2)).unwrap();
+        assert_eq!(indexes(&s.read_range(0, 10).unwrap()), vec![1, 2]);
+        s.append(&[(3, b"new-3".to_vec())]).unwrap();
+        assert_eq!(s.last_entry().unwrap(), Some((3, b"new-3".to_vec())));
+        s.truncate_after(None).unwrap();
+        assert!(s.last_entry().unwrap().is_none());
+    }
+
+    /// Purging removes the head; the tail stays readable.
+    pub fn purge_keeps_tail(s: &dyn LogStore) {
+        s.append(&[e(1), e(2), e(3), e(4), e(5)]).unwrap();
+        s.purge_upto(3).unwrap();
+        assert_eq!(indexes(&s.read_range(0, 10).unwrap()), vec![4, 5]);
+        s.purge_upto(5).unwrap();
+        assert!(s.read_range(0, 10).unwrap().is_empty());
+        assert!(s.last_entry().unwrap().is_none());
+        // The log continues after a full purge.
+        s.append(&[e(6)]).unwrap();
+        assert_eq!(s.last_entry().unwrap(), Some(e(6)));
+    }
+
+    /// Metadata cells are independent and overwrite in place.
+    pub fn meta_cells(s: &dyn LogStore) {
+        assert_eq!(s.get_meta(MetaKey::Vote).unwrap(), None);
+        s.put_meta(MetaKey::Vote, b"v1").unwrap();
+        s.put_meta(MetaKey::Committed, b"c1").unwrap();
+        s.put_meta(MetaKey::Vote, b"v2").unwrap();
+        assert_eq!(s.get_meta(MetaKey::Vote).unwrap(), Some(b"v2".to_vec()));
+        assert_eq!(s.get_meta(MetaKey::Committed).unwrap(), Some(b"c1".to_vec()));
+        assert_eq!(s.get_meta(MetaKey::LastPurged).unwrap(), None);
+    }
+
+    /// Runs every case, each on a fresh store from `make`.
+    pub fn run_all(make: &dyn Fn() -> Box<dyn LogStore>) {
+        append_then_read(&*make());
+        truncate_then_rewrite(&*make());
+        purge_keeps_tail(&*make());
+        meta_cells(&*make());
+    }
+}
