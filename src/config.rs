@@ -73,9 +73,7 @@ impl Discovery {
 fn normalize_peer(item: &str) -> Result<String, String> {
     // An IPv6 literal must be bracketed to carry a port.
     if let Some(rest) = item.strip_prefix('[') {
-        let (host, tail) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("'{item}': unclosed '['"))?;
+        let (host, tail) = rest.split_once(']').ok_or_else(|| format!("'{item}': unclosed '['"))?;
         let port = match tail.strip_prefix(':') {
             Some(p) => parse_port(p).map_err(|e| format!("'{item}': {e}"))?,
             None if tail.is_empty() => DEFAULT_RPORT,
@@ -130,9 +128,7 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 fn parse_num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
-    s.trim()
-        .parse::<T>()
-        .map_err(|_| format!("'{s}' is not {what}"))
+    s.trim().parse::<T>().map_err(|_| format!("'{s}' is not {what}"))
 }
 
 /// Everything a node needs to start. Build it with [`Config::default`] and the setters
@@ -569,7 +565,10 @@ mod tests {
             d,
             Discovery::Static(vec!["10.0.0.1:16000".into(), "10.0.0.2:15000".into()])
         );
-        assert_eq!(Discovery::parse("a:1,b:2").unwrap(), Discovery::Static(vec!["a:1".into(), "b:2".into()]));
+        assert_eq!(
+            Discovery::parse("a:1,b:2").unwrap(),
+            Discovery::Static(vec!["a:1".into(), "b:2".into()])
+        );
         assert_eq!(Discovery::parse("").unwrap(), Discovery::Static(vec![]));
         assert!(Discovery::parse("a:notaport").is_err());
         assert!(Discovery::parse("mdns").is_err());
@@ -598,7 +597,10 @@ mod tests {
             c.validate().unwrap_err().setting
         };
         assert_eq!(bad(|c| c.hport = Some(c.rport)), "BRAFT_HPORT");
-        assert_eq!(bad(|c| c.election_timeout_ms = c.heartbeat_ms), "BRAFT_ELECTION_TIMEOUT_MS");
+        assert_eq!(
+            bad(|c| c.election_timeout_ms = c.heartbeat_ms),
+            "BRAFT_ELECTION_TIMEOUT_MS"
+        );
         assert_eq!(bad(|c| c.snapshot_logs = 0), "BRAFT_SNAPSHOT_LOGS");
         assert_eq!(bad(|c| c.node_id = Some(0)), "BRAFT_NODE_ID");
         assert_eq!(bad(|c| c.max_value_bytes = 0), "BRAFT_MAX_VALUE_BYTES");
@@ -615,7 +617,8 @@ mod tests {
     #[test]
     fn toml_file_layer() {
         let mut c = Config::default();
-        c.apply_toml("rport = 16000\ndiscovery = [\"a:1\", \"b\"]\nsleep = \"2s\"\n").unwrap();
+        c.apply_toml("rport = 16000\ndiscovery = [\"a:1\", \"b\"]\nsleep = \"2s\"\n")
+            .unwrap();
         assert_eq!(c.rport, 16000);
         assert_eq!(c.static_peers(), ["a:1".to_string(), "b:15000".to_string()]);
         assert_eq!(c.sleep_ms, 2000);

@@ -14,10 +14,7 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let discovery = format!(
-        "static:{}",
-        PORTS.map(|p| format!("127.0.0.1:{p}")).join(",")
-    );
+    let discovery = format!("static:{}", PORTS.map(|p| format!("127.0.0.1:{p}")).join(","));
     let mut children: Vec<Child> = Vec::new();
     for port in PORTS {
         let mut cmd = Command::new(&exe);
@@ -52,7 +49,10 @@ pub fn run() -> ExitCode {
         println!("braft demo: the nodes are starting (not ready yet); see their logs above.");
     }
     for port in PORTS {
-        println!("  node {port}: raft/gRPC 127.0.0.1:{port}  HTTP http://127.0.0.1:{}", port + 2);
+        println!(
+            "  node {port}: raft/gRPC 127.0.0.1:{port}  HTTP http://127.0.0.1:{}",
+            port + 2
+        );
     }
     println!();
     println!("Try:");

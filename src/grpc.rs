@@ -91,7 +91,10 @@ impl pb::raft_server::Raft for PeerService {
     async fn forward(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
         let fwd: ForwardRequest = wire::decode(&req.into_inner().data)?;
         let reply = match &fwd {
-            ForwardRequest::Write { .. } => self.node.handle_forward_write(&fwd).await,
+            ForwardRequest::Write { timeout_ms, .. } => {
+                let timeout = std::time::Duration::from_millis((*timeout_ms).clamp(10, 3_600_000));
+                self.node.handle_forward_write(&fwd, timeout).await
+            }
             ForwardRequest::Read { .. } => self.node.handle_forward_read(&fwd).await,
         };
         Ok(Response::new(pb::Opaque {

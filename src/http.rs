@@ -77,7 +77,9 @@ impl From<Error> for ApiError {
                 err
             }
             Error::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
-            Error::Indeterminate(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "indeterminate", e.to_string()),
+            // Still a 503 (no quorum within the timeout), but the code tells the client
+            // that this write may yet apply, so a blind retry is not safe for CAS.
+            Error::Indeterminate(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "indeterminate", e.to_string()),
             Error::Service(ref s) => {
                 let code = s.code.clone();
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "service_error", e.to_string())
@@ -100,7 +102,10 @@ pub fn validate_key(key: &str) -> Result<(), String> {
         return Err("key must not be empty".into());
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(format!("key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit", key.len()));
+        return Err(format!(
+            "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+            key.len()
+        ));
     }
     Ok(())
 }
@@ -115,7 +120,10 @@ pub fn router(node: Node) -> Router {
         .route("/v1/kv", get(list_keys))
         .route("/v1/kv/", get(empty_key).put(empty_key).delete(empty_key))
         .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
-        .route("/kv", get(compat_get).post(compat_post).put(compat_post).delete(compat_delete))
+        .route(
+            "/kv",
+            get(compat_get).post(compat_post).put(compat_post).delete(compat_delete),
+        )
         .route("/raft", get(raft_status))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
@@ -159,8 +167,7 @@ async fn read_value(node: &Node, body: Body) -> ApiResult<Bytes> {
         )
     };
     axum::body::to_bytes(body, max).await.map_err(|e| {
-        let limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        let limit = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
         if limit {
             too_large()
@@ -192,9 +199,17 @@ async fn put_key(
         }
     }
     let precondition = match (q.get("prev_version"), q.get("prev_value")) {
-        (Some(_), Some(_)) => return Err(ApiError::bad("bad_parameter", "give prev_version or prev_value, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(
+                "bad_parameter",
+                "give prev_version or prev_value, not both",
+            ))
+        }
         (Some(v), None) => Some(Precondition::Version(v.parse().map_err(|_| {
-            ApiError::bad("bad_parameter", format!("prev_version '{v}' is not a non-negative integer"))
+            ApiError::bad(
+                "bad_parameter",
+                format!("prev_version '{v}' is not a non-negative integer"),
+            )
         })?)),
         (None, Some(v)) => Some(Precondition::Value(v.clone().into_bytes())),
         (None, None) => None,
@@ -217,7 +232,11 @@ async fn put_key(
             "the key's current version or value does not match",
         )
         .with("current_version", json!(current_version))),
-        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
@@ -243,8 +262,16 @@ async fn get_key(
             );
             Ok(resp)
         }
-        KvQueryOutput::Value(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("key '{key}' not found"))),
-        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+        KvQueryOutput::Value(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("key '{key}' not found"),
+        )),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
@@ -255,8 +282,14 @@ async fn delete_key(State(node): State<Node>, Path(key): Path<String>) -> ApiRes
         key,
     };
     match node.write::<KvService>(cmd).await? {
-        KvOutput::Deleted { version, existed } => Ok(Json(json!({ "version": version, "existed": existed })).into_response()),
-        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+        KvOutput::Deleted { version, existed } => {
+            Ok(Json(json!({ "version": version, "existed": existed })).into_response())
+        }
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
@@ -266,7 +299,12 @@ async fn list_keys(State(node): State<Node>, Query(q): Query<HashMap<String, Str
         None => LIST_DEFAULT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=LIST_MAX).contains(&n) => n,
-            _ => return Err(ApiError::bad("bad_parameter", format!("limit '{l}' must be 1..{LIST_MAX}"))),
+            _ => {
+                return Err(ApiError::bad(
+                    "bad_parameter",
+                    format!("limit '{l}' must be 1..{LIST_MAX}"),
+                ))
+            }
         },
     };
     let consistency = parse_consistency(&q)?;
@@ -277,7 +315,11 @@ async fn list_keys(State(node): State<Node>, Query(q): Query<HashMap<String, Str
     };
     match node.read::<KvService>(query, consistency).await? {
         KvQueryOutput::Keys(keys) => Ok(Json(json!({ "keys": keys })).into_response()),
-        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
@@ -317,7 +359,13 @@ async fn compat_get(State(node): State<Node>, Query(q): Query<HashMap<String, St
                     r.headers_mut().insert("X-Braft-Version", HeaderValue::from(v.version));
                     r
                 }
-                _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("key '{key}' not found in map '{map}'"))),
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("key '{key}' not found in map '{map}'"),
+                    ))
+                }
             }
         }
         None => {
@@ -328,7 +376,13 @@ async fn compat_get(State(node): State<Node>, Query(q): Query<HashMap<String, St
             };
             match node.read::<KvService>(query, consistency).await? {
                 KvQueryOutput::Keys(keys) => Json(json!({ "keys": keys })).into_response(),
-                _ => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected answer")),
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "unexpected answer",
+                    ))
+                }
             }
         }
     };
@@ -350,7 +404,11 @@ async fn compat_post(
         None => read_value(&node, body).await?.to_vec(),
     };
     if value.len() > node.config().max_value_bytes {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", "value exceeds BRAFT_MAX_VALUE_BYTES"));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            "value exceeds BRAFT_MAX_VALUE_BYTES",
+        ));
     }
     let cmd = KvCommand::Put {
         map,
@@ -360,9 +418,18 @@ async fn compat_post(
     };
     let version = match node.write::<KvService>(cmd).await? {
         KvOutput::Put { version } => version,
-        other => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("unexpected {other:?}"),
+            ))
+        }
     };
-    Ok(braft_headers(&node, Json(json!({ "version": version })).into_response()))
+    Ok(braft_headers(
+        &node,
+        Json(json!({ "version": version })).into_response(),
+    ))
 }
 
 async fn compat_delete(State(node): State<Node>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
@@ -377,7 +444,11 @@ async fn compat_delete(State(node): State<Node>, Query(q): Query<HashMap<String,
             &node,
             Json(json!({ "version": version, "existed": existed })).into_response(),
         )),
-        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected {other:?}"))),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 

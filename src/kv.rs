@@ -108,7 +108,10 @@ impl Service for KvService {
                     });
                 }
                 let version = ctx.index;
-                self.maps.entry(map).or_default().insert(key, Versioned { value, version });
+                self.maps
+                    .entry(map)
+                    .or_default()
+                    .insert(key, Versioned { value, version });
                 Ok(KvOutput::Put { version })
             }
             KvCommand::Delete { map, key } => {
@@ -227,7 +230,10 @@ mod tests {
             })
             .unwrap()
         };
-        assert_eq!(list(&kv, "b/", 10), KvQueryOutput::Keys(vec!["b/1".into(), "b/2".into()]));
+        assert_eq!(
+            list(&kv, "b/", 10),
+            KvQueryOutput::Keys(vec!["b/1".into(), "b/2".into()])
+        );
         assert_eq!(list(&kv, "", 2), KvQueryOutput::Keys(vec!["a/1".into(), "b/1".into()]));
         let snap = kv.snapshot().unwrap();
         let mut other = KvService::default();
@@ -251,8 +257,20 @@ mod tests {
             )
             .unwrap()
         };
-        assert_eq!(del(&mut kv, 2), KvOutput::Deleted { version: 2, existed: true });
-        assert_eq!(del(&mut kv, 3), KvOutput::Deleted { version: 3, existed: false });
+        assert_eq!(
+            del(&mut kv, 2),
+            KvOutput::Deleted {
+                version: 2,
+                existed: true
+            }
+        );
+        assert_eq!(
+            del(&mut kv, 3),
+            KvOutput::Deleted {
+                version: 3,
+                existed: false
+            }
+        );
         assert_eq!(get(&kv, "a"), None);
     }
 }

@@ -22,14 +22,16 @@ pub mod kv;
 pub mod node;
 mod pb;
 mod proc_info;
-mod raft;
+pub(crate) mod raft;
 pub mod service;
 pub mod store;
 
 pub use codec::Codec;
 pub use config::Config;
 pub use error::Error;
+pub use error::LeaderHint;
 pub use kv::KvService;
 pub use node::{Consistency, Node, NodeBuilder};
+pub use raft::consensus::RaftStatus;
 pub use raft::{NodeId, Peer};
 pub use service::{ApplyContext, Service, ServiceError};

@@ -12,7 +12,11 @@ use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, 
 use braft::config::{Config, SETTINGS};
 
 #[derive(Parser, Debug)]
-#[command(name = "braft", version, about = "A Raft cluster node with a built-in key-value service")]
+#[command(
+    name = "braft",
+    version,
+    about = "A Raft cluster node with a built-in key-value service"
+)]
 struct Cli {
     /// A TOML file with the same keys as the flags (e.g. `rport = 15000`).
     #[arg(long, env = "BRAFT_CONFIG", global = true)]
@@ -56,8 +60,10 @@ fn command() -> Command {
 fn load_config(cli: &Cli, m: &ArgMatches) -> Result<Config, String> {
     let mut cfg = Config::default();
     if let Some(path) = &cli.config {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("BRAFT_CONFIG: cannot read {}: {e}", path.display()))?;
-        cfg.apply_toml(&text).map_err(|e| format!("{} ({})", e, path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("BRAFT_CONFIG: cannot read {}: {e}", path.display()))?;
+        cfg.apply_toml(&text)
+            .map_err(|e| format!("{} ({})", e, path.display()))?;
     }
     cfg.apply_env(&|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
     for s in SETTINGS {
@@ -78,8 +84,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

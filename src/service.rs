@@ -112,9 +112,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub fn register<S: Service>(&mut self, service: S) -> bool {
-        self.services
-            .insert(S::NAME.to_string(), Box::new(service))
-            .is_none()
+        self.services.insert(S::NAME.to_string(), Box::new(service)).is_none()
     }
 
     pub fn contains(&self, name: &str) -> bool {

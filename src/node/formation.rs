@@ -71,7 +71,7 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
         .filter(|a| **a != me.rpc_addr)
         .cloned()
         .collect();
-    let in_list = node.config().static_peers().iter().any(|a| *a == me.rpc_addr);
+    let in_list = node.config().static_peers().contains(&me.rpc_addr);
     let replies = futures::future::join_all(peers.iter().map(|a| hello(node, a))).await;
     let mut reached: Vec<HelloReply> = Vec::new();
     let mut missing: Vec<&str> = Vec::new();
@@ -103,7 +103,10 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
         ));
     }
 
-    let expect = node.config().bootstrap_expect.unwrap_or(node.config().static_peers().len().max(1));
+    let expect = node
+        .config()
+        .bootstrap_expect
+        .unwrap_or(node.config().static_peers().len().max(1));
     let mut fresh: BTreeMap<NodeId, Peer> = reached
         .iter()
         .filter(|r| r.pristine)
@@ -114,12 +117,19 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
         return Some(format!(
             "waiting for {} more peers: {}",
             expect - fresh.len(),
-            if missing.is_empty() { "(reached but not pristine)".to_string() } else { missing.join(", ") }
+            if missing.is_empty() {
+                "(reached but not pristine)".to_string()
+            } else {
+                missing.join(", ")
+            }
         ));
     }
     let lowest = *fresh.keys().next().expect("fresh holds this node");
     if lowest != node.id() {
-        return Some(format!("{} pristine nodes met; node {lowest} (lowest id) bootstraps", fresh.len()));
+        return Some(format!(
+            "{} pristine nodes met; node {lowest} (lowest id) bootstraps",
+            fresh.len()
+        ));
     }
     tracing::info!(voters = ?fresh.keys().collect::<Vec<_>>(), "bootstrapping the cluster");
     match node.consensus().initialize(fresh).await {
@@ -143,7 +153,11 @@ async fn hello(node: &Node, addr: &str) -> Option<HelloReply> {
 }
 
 async fn join(node: &Node, leader: &Peer) -> Result<(), String> {
-    let mut client = node.inner.pool.raft_client(&leader.rpc_addr).map_err(|e| e.to_string())?;
+    let mut client = node
+        .inner
+        .pool
+        .raft_client(&leader.rpc_addr)
+        .map_err(|e| e.to_string())?;
     let data = wire::encode(&JoinRequest {
         id: node.id(),
         peer: node.peer().clone(),
@@ -212,7 +226,12 @@ impl Node {
                 }
                 let matched = st.matched.get(&id).copied().unwrap_or(0);
                 if matched > 0 && matched + PROMOTE_LAG >= st.last_log_index {
-                    tracing::info!(id, matched, last = st.last_log_index, "learner caught up; promoting to voter");
+                    tracing::info!(
+                        id,
+                        matched,
+                        last = st.last_log_index,
+                        "learner caught up; promoting to voter"
+                    );
                     match node.consensus().promote(BTreeSet::from([id])).await {
                         Ok(()) => break,
                         Err(e) => tracing::warn!(id, "promotion failed, will retry: {e}"),
@@ -220,7 +239,11 @@ impl Node {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            node.inner.promoting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            node.inner
+                .promoting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         });
     }
 }

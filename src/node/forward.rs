@@ -39,6 +39,8 @@ pub enum ForwardRequest {
         service: String,
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
+        /// How long the leader may wait for the entry to commit.
+        timeout_ms: u64,
     },
     Read {
         service: String,
@@ -51,10 +53,15 @@ pub enum ForwardRequest {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardReply {
-    Written { index: u64, response: Response },
+    Written {
+        index: u64,
+        response: Response,
+    },
     Read(Result<serde_bytes::ByteBuf, ServiceError>),
     /// The receiver is not the leader; here is who it thinks is.
-    NotLeader { leader: Option<(NodeId, Peer)> },
+    NotLeader {
+        leader: Option<(NodeId, Peer)>,
+    },
     /// The receiver leads but could not confirm a quorum.
     NoQuorum(String),
     /// The entry was appended and then discarded by a leader change.
@@ -92,6 +99,8 @@ pub enum JoinReply {
     /// Added (or already present) as a learner; promotion to voter follows once it has
     /// caught up.
     Accepted,
-    NotLeader { leader: Option<(NodeId, Peer)> },
+    NotLeader {
+        leader: Option<(NodeId, Peer)>,
+    },
     Failed(String),
 }

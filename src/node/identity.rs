@@ -40,7 +40,10 @@ pub fn load_or_create(dir: &Path, wanted: Option<NodeId>, codec: Codec) -> Resul
             if id.codec != codec {
                 return Err(Error::Config(ConfigError {
                     setting: "BRAFT_CODEC".into(),
-                    problem: format!("{codec:?} differs from {:?}, which this data directory was written with", id.codec),
+                    problem: format!(
+                        "{codec:?} differs from {:?}, which this data directory was written with",
+                        id.codec
+                    ),
                 }));
             }
             Ok(id.node_id)
@@ -75,7 +78,13 @@ mod tests {
         assert_ne!(id, 0);
         assert_eq!(load_or_create(dir.path(), None, Codec::MsgPack).unwrap(), id);
         assert_eq!(load_or_create(dir.path(), Some(id), Codec::MsgPack).unwrap(), id);
-        assert!(matches!(load_or_create(dir.path(), Some(id + 1), Codec::MsgPack), Err(Error::Config(_))));
-        assert!(matches!(load_or_create(dir.path(), None, Codec::Json), Err(Error::Config(_))));
+        assert!(matches!(
+            load_or_create(dir.path(), Some(id + 1), Codec::MsgPack),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            load_or_create(dir.path(), None, Codec::Json),
+            Err(Error::Config(_))
+        ));
     }
 }

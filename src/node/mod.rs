@@ -31,7 +31,7 @@ use self::forward::{ForwardReply, ForwardRequest};
 use crate::codec::Serializer;
 use crate::config::Config;
 use crate::error::{Error, LeaderHint};
-use crate::raft::consensus::{Consensus, Proposal, ReadGate, RaftStatus};
+use crate::raft::consensus::{Consensus, Proposal, RaftStatus, ReadGate};
 use crate::raft::network::ChannelPool;
 use crate::raft::sm::{SharedState, StateMachine};
 use crate::raft::{wire, NodeId, Peer, Request, Response};
@@ -106,10 +106,8 @@ impl NodeBuilder {
     /// Adds your own tonic service, served on RPORT beside braft's.
     pub fn grpc_service<S>(mut self, svc: S) -> Self
     where
-        S: tonic::codegen::Service<
-                tonic::codegen::http::Request<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + tonic::server::NamedService
+        S: tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
             + Clone
             + Send
             + Sync
@@ -164,10 +162,7 @@ impl NodeBuilder {
 
         let log_store: Arc<dyn LogStore> = match self.log_store {
             Some(s) => s,
-            None => Arc::new(
-                RedbLogStore::open(&data_dir.join("raft-log.redb"))
-                    .map_err(|e| Error::Fatal(format!("opening the log in {}: {e}", data_dir.display())))?,
-            ),
+            None => Arc::new(open_log(&data_dir).await?),
         };
         let snapshots: Arc<dyn SnapshotStore> = match self.snapshot_store {
             Some(s) => s,
@@ -209,6 +204,28 @@ impl NodeBuilder {
         node.spawn(http);
         node.spawn(formation);
         Ok(node)
+    }
+}
+
+/// Opens the redb log. The file lock may still be held for a moment by a node of this
+/// same process that is shutting down (its Raft tasks drop the store last), so a locked
+/// database is retried briefly before giving up with a clear error.
+async fn open_log(data_dir: &std::path::Path) -> Result<RedbLogStore, Error> {
+    let path = data_dir.join("raft-log.redb");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match RedbLogStore::open(&path) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.to_string().contains("already open") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return Err(Error::Fatal(format!(
+                    "opening the log {}: {e} (is another node using this data directory?)",
+                    path.display()
+                )))
+            }
+        }
     }
 }
 
@@ -356,12 +373,18 @@ impl Node {
         let req = ForwardRequest::Write {
             service: service.to_string(),
             payload,
+            timeout_ms: 0,
         };
         self.with_retries(|deadline| self.write_once(&req, deadline)).await
     }
 
     /// The untyped read path.
-    pub(crate) async fn read_raw(&self, service: &str, payload: Vec<u8>, consistency: Consistency) -> Result<Vec<u8>, Error> {
+    pub(crate) async fn read_raw(
+        &self,
+        service: &str,
+        payload: Vec<u8>,
+        consistency: Consistency,
+    ) -> Result<Vec<u8>, Error> {
         self.check_service(service)?;
         if consistency == Consistency::Stale {
             return Ok(self.inner.state.query(service, &payload)?);
@@ -422,8 +445,19 @@ impl Node {
 
     async fn write_once(&self, req: &ForwardRequest, deadline: Instant) -> Attempt<(u64, Vec<u8>)> {
         let st = self.status();
+        let req = &match req {
+            ForwardRequest::Write { service, payload, .. } => ForwardRequest::Write {
+                service: service.clone(),
+                payload: payload.clone(),
+                timeout_ms: deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+            },
+            other => return Attempt::Done(Err(Error::BadRequest(format!("not a write: {other:?}")))),
+        };
         match st.leader {
-            Some(l) if l == self.inner.id => written(Ok(self.handle_forward_write(req).await)),
+            Some(l) if l == self.inner.id => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                written(Ok(self.handle_forward_write(req, remaining).await))
+            }
             Some(l) => match st.peer(l) {
                 Some(p) => written(self.forward(p, req, deadline).await),
                 None => Attempt::Retry {
@@ -495,7 +529,12 @@ impl Node {
         let channel = match tokio::time::timeout(remaining, channel.ready_oneshot()).await {
             Ok(Ok(ch)) => ch,
             Ok(Err(e)) => return Err(unavailable(format!("cannot reach leader {}: {e}", leader.rpc_addr))),
-            Err(_) => return Err(unavailable(format!("timed out connecting to leader {}", leader.rpc_addr))),
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "timed out connecting to leader {}",
+                    leader.rpc_addr
+                )))
+            }
         };
         let mut client = crate::pb::raft_client::RaftClient::new(channel)
             .max_decoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES)
@@ -520,8 +559,8 @@ impl Node {
 
     /// Serves a write here, as leader. Never forwards further: a node that is not the
     /// leader answers `NotLeader` and the origin retries, so requests cannot loop.
-    pub(crate) async fn handle_forward_write(&self, req: &ForwardRequest) -> ForwardReply {
-        let ForwardRequest::Write { service, payload } = req else {
+    pub(crate) async fn handle_forward_write(&self, req: &ForwardRequest, timeout: Duration) -> ForwardReply {
+        let ForwardRequest::Write { service, payload, .. } = req else {
             return ForwardReply::Fatal("expected a write".into());
         };
         if !self.inner.state.read().registry.contains(service) {
@@ -537,10 +576,21 @@ impl Node {
             service: service.clone(),
             payload: payload.clone(),
         };
-        match self.inner.consensus.propose(request).await {
+        let proposal = match tokio::time::timeout(timeout, self.inner.consensus.propose(request)).await {
+            Ok(p) => p,
+            Err(_) => {
+                return ForwardReply::Indeterminate(format!(
+                    "not committed within {} ms (no quorum?); it may still commit",
+                    timeout.as_millis()
+                ))
+            }
+        };
+        match proposal {
             Proposal::Applied { index, response } => ForwardReply::Written { index, response },
             Proposal::NotLeader { leader } => self.not_leader(leader),
-            Proposal::Discarded => ForwardReply::Indeterminate("entry discarded by a leader change; it may still commit".into()),
+            Proposal::Discarded => {
+                ForwardReply::Indeterminate("entry discarded by a leader change; it may still commit".into())
+            }
             Proposal::Fatal(e) => ForwardReply::Fatal(e),
         }
     }
@@ -566,12 +616,7 @@ impl Node {
                 ReadGate::Fatal(e) => return ForwardReply::Fatal(e),
             }
         }
-        ForwardReply::Read(
-            self.inner
-                .state
-                .query(service, payload)
-                .map(serde_bytes::ByteBuf::from),
-        )
+        ForwardReply::Read(self.inner.state.query(service, payload).map(serde_bytes::ByteBuf::from))
     }
 
     fn not_leader(&self, leader: Option<NodeId>) -> ForwardReply {
@@ -596,7 +641,8 @@ impl Node {
         if self.inner.shutdown.send_replace(true) {
             return;
         }
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             if tokio::time::timeout(Duration::from_secs(3), t).await.is_err() {
                 tracing::warn!("a server task did not stop within 3 s");
@@ -641,7 +687,9 @@ fn written(r: Result<ForwardReply, Error>) -> Attempt<(u64, Vec<u8>)> {
 fn read_reply(r: ForwardReply) -> Attempt<Vec<u8>> {
     match r {
         ForwardReply::Read(Ok(b)) => Attempt::Done(Ok(b.into_vec())),
-        ForwardReply::Read(Err(e)) if e.code == "unknown_service" => Attempt::Done(Err(Error::UnknownService(e.message))),
+        ForwardReply::Read(Err(e)) if e.code == "unknown_service" => {
+            Attempt::Done(Err(Error::UnknownService(e.message)))
+        }
         ForwardReply::Read(Err(e)) => Attempt::Done(Err(Error::Service(e))),
         ForwardReply::NotLeader { leader } => Attempt::Retry {
             leader: leader.map(|(id, _)| id),

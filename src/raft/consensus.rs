@@ -28,7 +28,9 @@ pub enum Proposal {
 pub enum ReadGate {
     /// The local state machine has applied everything committed before the read began.
     Ready,
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
     /// Quorum could not be confirmed in time.
     NoQuorum(String),
     Fatal(String),
@@ -45,6 +47,8 @@ pub struct RaftStatus {
     pub applied_index: u64,
     pub last_log_index: u64,
     pub snapshot_index: u64,
+    /// The last log index removed from the log (0 if none).
+    pub purged_index: u64,
     pub voters: BTreeSet<NodeId>,
     pub members: BTreeMap<NodeId, Peer>,
     /// True once this node holds a membership: it belongs to a cluster.
@@ -105,12 +109,10 @@ impl Consensus {
             applied_index: m.last_applied.map_or(0, |l| l.index),
             last_log_index: m.last_log_index.unwrap_or(0),
             snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            purged_index: m.purged.map_or(0, |l| l.index),
             voters: membership.voter_ids().collect(),
             initialized: !members.is_empty(),
-            pristine: members.is_empty()
-                && m.current_term == 0
-                && m.last_log_index.is_none()
-                && m.snapshot.is_none(),
+            pristine: members.is_empty() && m.current_term == 0 && m.last_log_index.is_none() && m.snapshot.is_none(),
             members,
             matched,
         }
@@ -123,9 +125,9 @@ impl Consensus {
                 index: resp.log_id.index,
                 response: resp.data,
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Proposal::NotLeader {
-                leader: f.leader_id,
-            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Proposal::NotLeader { leader: f.leader_id }
+            }
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Proposal::Discarded,
             Err(RaftError::APIError(e)) => Proposal::Fatal(e.to_string()),
             Err(RaftError::Fatal(e)) => Proposal::Fatal(e.to_string()),
@@ -136,7 +138,11 @@ impl Consensus {
     /// machine has applied up to the read point. `lease` falls back to ReadIndex when the
     /// lease has lapsed.
     pub async fn read_gate(&self, lease: bool, timeout: Duration) -> ReadGate {
-        let policy = if lease { ReadPolicy::LeaseRead } else { ReadPolicy::ReadIndex };
+        let policy = if lease {
+            ReadPolicy::LeaseRead
+        } else {
+            ReadPolicy::ReadIndex
+        };
         let r = tokio::time::timeout(timeout, self.raft.ensure_linearizable(policy)).await;
         let r = match r {
             Err(_) => return ReadGate::NoQuorum("timed out confirming leadership".into()),

@@ -5,7 +5,7 @@
 //! upgrade touches this directory and nothing else. The rest of braft speaks in
 //! [`Request`], [`Response`], node ids and addresses.
 
-pub(crate) mod consensus;
+pub mod consensus;
 pub(crate) mod log;
 pub(crate) mod network;
 pub(crate) mod sm;
@@ -67,4 +67,3 @@ pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
-

@@ -7,15 +7,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::errors::{
-    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout, Unreachable,
-};
+use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
 };
-use openraft::{OptionalSend, RaftNetworkV2, RPCTypes};
+use openraft::{OptionalSend, RPCTypes, RaftNetworkV2};
 use tonic::transport::{Channel, Endpoint};
 
 use super::{wire, NodeId, Peer, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
@@ -152,9 +150,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RPCTypes::AppendEntries, &rpc, option.hard_ttl(), |mut c, m| async move {
-            c.append(m).await
-        })
+        self.call(
+            RPCTypes::AppendEntries,
+            &rpc,
+            option.hard_ttl(),
+            |mut c, m| async move { c.append(m).await },
+        )
         .await
     }
 
@@ -163,8 +164,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RPCTypes::Vote, &rpc, option.hard_ttl(), |mut c, m| async move { c.vote(m).await })
-            .await
+        self.call(RPCTypes::Vote, &rpc, option.hard_ttl(), |mut c, m| async move {
+            c.vote(m).await
+        })
+        .await
     }
 
     async fn pre_vote(
@@ -183,9 +186,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RPCTypes::TransferLeader, &req, option.hard_ttl(), |mut c, m| async move {
-            c.transfer_leader(m).await
-        })
+        self.call(
+            RPCTypes::TransferLeader,
+            &req,
+            option.hard_ttl(),
+            |mut c, m| async move { c.transfer_leader(m).await },
+        )
         .await
     }
 
@@ -199,10 +205,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut client = self.client()?;
         let meta = wire::encode(&(vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
         let data = snapshot.snapshot;
-        let mut chunks = vec![pb::SnapshotChunk {
-            meta,
-            data: Vec::new(),
-        }];
+        let mut chunks = vec![pb::SnapshotChunk { meta, data: Vec::new() }];
         chunks.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| pb::SnapshotChunk {
             meta: Vec::new(),
             data: c.to_vec(),
@@ -227,9 +230,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 // --- The server half: decode, call the local Raft, encode the `Result`. ---
 
 fn reply<T: serde::Serialize>(r: &T) -> Result<pb::Opaque, tonic::Status> {
-    Ok(pb::Opaque {
-        data: wire::encode(r)?,
-    })
+    Ok(pb::Opaque { data: wire::encode(r)? })
 }
 
 pub async fn serve_append(raft: &Raft, req: pb::Opaque) -> Result<pb::Opaque, tonic::Status> {

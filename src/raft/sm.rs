@@ -1,8 +1,8 @@
 //! The routing state machine: hands each committed entry to its service, and builds,
 //! stores and installs snapshots of all services at once.
 //!
-//! A snapshot file is `BRAFTSNP` + format version (u32 LE) + CRC-32 of the body (u32 LE)
-//! + body, where the body is the wire encoding of [`SnapshotBody`]. The checksum catches a
+//! A snapshot file is `BRAFTSNP`, the format version (u32 LE), the CRC-32 of the body
+//! (u32 LE), then the body: the wire encoding of [`SnapshotBody`]. The checksum catches a
 //! torn or corrupted file before it replaces good state.
 
 use std::io;
@@ -123,11 +123,7 @@ impl StateMachine {
 }
 
 fn restore_into(applied: &mut Applied, body: &SnapshotBody) -> io::Result<()> {
-    let parts: Vec<(String, Vec<u8>)> = body
-        .services
-        .iter()
-        .map(|(n, b)| (n.clone(), b.to_vec()))
-        .collect();
+    let parts: Vec<(String, Vec<u8>)> = body.services.iter().map(|(n, b)| (n.clone(), b.to_vec())).collect();
     applied
         .registry
         .restore(&parts)

@@ -62,4 +62,3 @@ impl SnapshotStore for MemSnapshotStore {
         Ok(self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
-

@@ -1,0 +1,245 @@
+//! The HTTP API's shapes and its answers to bad input, on a one-node cluster. Every bad
+//! request gets its status and a JSON `{error, code}`, changes nothing, and leaves the node
+//! healthy.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{serial, Cluster};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, v)
+}
+
+/// Each kind of bad input answers its status code with a JSON error, and the node keeps
+/// serving afterwards with its data unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_cleanly_and_changes_nothing() {
+    let _g = serial().await;
+    let c = Cluster::start(1, |cfg| cfg.max_value_bytes = 1024).await;
+    c.wait_leader(LIMIT).await;
+    c.put_ok(0, "keep", "original").await;
+    let http = &c.client;
+    let long_key = "k".repeat(4097);
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        ("empty key", http.put(c.url(0, "/v1/kv/")).body("x"), 400, "bad_key"),
+        ("empty key get", http.get(c.url(0, "/v1/kv/")), 400, "bad_key"),
+        (
+            "key over 4 KiB",
+            http.put(c.url(0, &format!("/v1/kv/{long_key}"))).body("x"),
+            400,
+            "bad_key",
+        ),
+        (
+            "value over the limit",
+            http.put(c.url(0, "/v1/kv/keep")).body(vec![b'v'; 1025]),
+            413,
+            "value_too_large",
+        ),
+        (
+            "bad prev_version",
+            http.put(c.url(0, "/v1/kv/keep?prev_version=abc")).body("x"),
+            400,
+            "bad_parameter",
+        ),
+        (
+            "both preconditions",
+            http.put(c.url(0, "/v1/kv/keep?prev_version=1&prev_value=a")).body("x"),
+            400,
+            "bad_parameter",
+        ),
+        (
+            "unknown parameter",
+            http.put(c.url(0, "/v1/kv/keep?colour=red")).body("x"),
+            400,
+            "bad_parameter",
+        ),
+        (
+            "bad consistency",
+            http.get(c.url(0, "/v1/kv/keep?consistency=eventual")),
+            400,
+            "bad_parameter",
+        ),
+        ("bad limit", http.get(c.url(0, "/v1/kv?limit=0")), 400, "bad_parameter"),
+        (
+            "huge limit",
+            http.get(c.url(0, "/v1/kv?limit=99999999")),
+            400,
+            "bad_parameter",
+        ),
+        ("absent key", http.get(c.url(0, "/v1/kv/absent")), 404, "not_found"),
+        ("unknown route", http.get(c.url(0, "/v2/nothing")), 404, "not_found"),
+        ("compat without key", http.post(c.url(0, "/kv?map=m")), 400, "bad_key"),
+    ];
+    for (what, req, status, code) in cases {
+        let (s, body) = json(req.send().await.unwrap()).await;
+        assert_eq!(s, status, "{what}: {body}");
+        assert_eq!(body["code"], code, "{what}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {body}");
+    }
+    // A chunked body with no Content-Length is limited as well.
+    let stream = futures::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b'v'; 100])));
+    let r = http
+        .put(c.url(0, "/v1/kv/keep"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // Nothing changed, and the node still serves.
+    assert_eq!(c.get(0, "keep", "linearizable").await.as_deref(), Some("original"));
+    assert_eq!(http.get(c.url(0, "/health")).send().await.unwrap().status(), 200);
+    c.put_ok(0, "after", "fine").await;
+    c.shutdown().await;
+}
+
+/// Delete reports existence; listing is sorted and prefix-bounded; versions are log indexes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_list_shapes() {
+    let _g = serial().await;
+    let c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    for k in ["b/2", "a/1", "b/1", "c"] {
+        c.put_ok(0, k, "v").await;
+    }
+    let (s, body) = json(
+        c.client
+            .get(c.url(0, "/v1/kv?prefix=b/&limit=10"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(body["keys"], serde_json::json!(["b/1", "b/2"]));
+    let (s, body) = json(c.client.delete(c.url(0, "/v1/kv/c")).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["existed"], true);
+    let v1 = body["version"].as_u64().unwrap();
+    let (_, body) = json(c.client.delete(c.url(0, "/v1/kv/c")).send().await.unwrap()).await;
+    assert_eq!(body["existed"], false);
+    assert!(body["version"].as_u64().unwrap() > v1);
+    assert_eq!(c.get(0, "c", "linearizable").await, None);
+    c.shutdown().await;
+}
+
+/// braft's `/kv` routes (with `m`/`k`/`v` aliases) go through Raft and answer with
+/// braft's headers; `/raft` has braft's camelCase fields; `/ready` turns 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn braft_compatible_routes() {
+    let _g = serial().await;
+    let c = Cluster::start(3, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    let r = c
+        .client
+        .post(c.url(1, "/kv?m=users&k=ada&v=lovelace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for h in ["Braft-IP", "Braft-ID", "Braft-Host"] {
+        assert!(r.headers().contains_key(h), "missing header {h}");
+    }
+    let r = c.client.get(c.url(2, "/kv?map=users&key=ada")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "lovelace");
+    let (s, body) = json(c.client.get(c.url(0, "/kv?map=users")).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["keys"], serde_json::json!(["ada"]));
+    let (s, _) = json(c.client.delete(c.url(0, "/kv?map=users&key=ada")).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        c.client
+            .get(c.url(2, "/kv?map=users&key=ada"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let (s, raft) = json(c.client.get(c.url(1, "/raft")).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    for f in [
+        "currentLeader",
+        "discovery",
+        "leaderAddr",
+        "leaderID",
+        "nodeNum",
+        "nodes",
+        "raftServers",
+        "term",
+        "commitIndex",
+        "appliedIndex",
+        "lastLogIndex",
+        "snapshotIndex",
+    ] {
+        assert!(raft.get(f).is_some(), "/raft lacks {f}: {raft}");
+    }
+    assert_eq!(raft["nodeNum"], 3);
+    assert!(raft["discovery"].as_str().unwrap().starts_with("static://"));
+    let nodes = raft["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    for n in nodes {
+        for f in [
+            "serverID",
+            "address",
+            "raftState",
+            "leader",
+            "startTime",
+            "duration",
+            "pid",
+            "rss",
+            "pcpu",
+            "raftLogSum",
+            "raftPort",
+            "httpPort",
+            "appVersion",
+            "gitCommit",
+            "buildTime",
+        ] {
+            assert!(n.get(f).is_some(), "node entry lacks {f}: {n}");
+        }
+        assert!(n.get("error").is_none(), "every node answered: {n}");
+    }
+    assert_eq!(nodes.iter().filter(|n| n["raftState"] == "Leader").count(), 1);
+    for s in raft["raftServers"].as_array().unwrap() {
+        assert_eq!(s["suffrage"], "Voter");
+    }
+    // Ready once a leader is known and everything committed is applied.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while c.client.get(c.url(2, "/ready")).send().await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "/ready never turned 200");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.shutdown().await;
+}
+
+/// A member that does not answer shows in `/raft` with its address and an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_status_reports_unreachable_members() {
+    let _g = serial().await;
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(LIMIT).await;
+    let down = (leader + 1) % 3;
+    let addr = c.members[down].rpc.to_string();
+    c.stop(down).await;
+    let (_, raft) = json(c.client.get(c.url(leader, "/raft")).send().await.unwrap()).await;
+    let entry = raft["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["address"] == addr.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no entry for {addr}: {raft}"));
+    assert!(entry["error"].as_str().is_some_and(|e| !e.is_empty()), "{entry}");
+    c.shutdown().await;
+}
