@@ -71,7 +71,8 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
         .filter(|a| **a != me.rpc_addr)
         .cloned()
         .collect();
-    let in_list = node.config().static_peers().contains(&me.rpc_addr);
+    // An empty list means a one-node cluster of just this node.
+    let in_list = node.config().static_peers().is_empty() || node.config().static_peers().contains(&me.rpc_addr);
     let replies = futures::future::join_all(peers.iter().map(|a| hello(node, a))).await;
     let mut reached: Vec<HelloReply> = Vec::new();
     let mut missing: Vec<&str> = Vec::new();
