@@ -2,7 +2,7 @@
 //! API (`braft.v1.Kv`), server reflection, and any services the user added.
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
@@ -38,9 +38,11 @@ pub async fn serve(node: Node, listener: TcpListener, user_routes: tonic::servic
         routes = routes.add_service(r);
     }
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        // TCP_NODELAY must be set on the accepted sockets here: the builder's
+        // `tcp_nodelay` applies only to listeners tonic binds itself. Without it, Raft's
+        // small append acks wait out Nagle + delayed ACK (~40 ms).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await;

@@ -135,6 +135,12 @@ pub fn router(node: Node) -> Router {
 pub async fn serve(node: Node, listener: TcpListener, user_routes: Router) {
     let mut shutdown = node.shutdown_signal();
     let app = user_routes.merge(router(node));
+    // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm and
+    // delayed ACKs add ~40 ms to a keep-alive client's next request.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;
