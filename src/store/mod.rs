@@ -85,7 +85,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// The entry with the highest index, if any.
     fn last_entry(&self) -> Result<Option<RawEntry>, StoreError>;
 
-    /// Stores a metadata cell. Durable on return.
+    /// Stores a metadata cell. Durable on return, except [`MetaKey::Committed`]: that
+    /// cell may be written without its own fsync and become durable with the next durable
+    /// write. It is a restart hint (how far to re-apply the log at once), never needed for
+    /// safety: an acknowledged write is safe because its entry is durable on a quorum.
     fn put_meta(&self, key: MetaKey, value: &[u8]) -> Result<(), StoreError>;
 
     /// Reads a metadata cell.

@@ -45,8 +45,15 @@ impl RedbLogStore {
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
     {
+        self.write_with(Durability::Immediate, f)
+    }
+
+    fn write_with<F>(&self, durability: Durability, f: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    {
         let mut txn = self.db.begin_write().map_err(engine)?;
-        txn.set_durability(Durability::Immediate).map_err(engine)?;
+        txn.set_durability(durability).map_err(engine)?;
         f(&txn)?;
         txn.commit().map_err(engine)
     }
@@ -108,7 +115,13 @@ impl LogStore for RedbLogStore {
     }
 
     fn put_meta(&self, key: MetaKey, value: &[u8]) -> Result<(), StoreError> {
-        self.write(|txn| {
+        // The commit index changes with every commit; an fsync of its own would add one
+        // disk flush to every write's latency for a value that is only a restart hint.
+        let durability = match key {
+            MetaKey::Committed => Durability::None,
+            _ => Durability::Immediate,
+        };
+        self.write_with(durability, |txn| {
             let mut t = txn.open_table(META).map_err(engine)?;
             t.insert(key.name(), value).map_err(engine)?;
             Ok(())
