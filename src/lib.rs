@@ -20,7 +20,7 @@ mod grpc;
 pub mod http;
 pub mod kv;
 pub mod node;
-mod pb;
+pub mod pb;
 mod proc_info;
 pub(crate) mod raft;
 pub mod service;

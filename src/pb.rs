@@ -1,4 +1,5 @@
-//! Code generated from `proto/braft.proto` (see `build.rs`).
+//! Code generated from `proto/braft.proto` (see `build.rs`): message types, and the
+//! clients and servers for `braft.v1.Raft` (peers) and `braft.v1.Kv` (public API).
 #![allow(clippy::all, missing_docs)]
 
 tonic::include_proto!("braft.v1");
