@@ -25,8 +25,8 @@ pub enum Error {
 
     /// A write was handed to a leader but its outcome is unknown (the leader changed or
     /// the connection broke before the answer). It may or may not be applied.
-    #[error("outcome unknown: {0}")]
-    Indeterminate(String),
+    #[error("outcome unknown: {reason}{}", leader_suffix(.leader))]
+    Indeterminate { reason: String, leader: Option<LeaderHint> },
 
     /// The service refused the command or query; the state is unchanged.
     #[error("service error: {0}")]

@@ -139,7 +139,7 @@ fn to_status(e: crate::Error) -> Status {
         E::BadRequest(m) => Status::invalid_argument(m),
         E::Service(s) => Status::failed_precondition(s.to_string()),
         E::Unavailable { .. } | E::ShuttingDown => Status::unavailable(e.to_string()),
-        E::Indeterminate(m) => Status::deadline_exceeded(m),
+        E::Indeterminate { .. } => Status::deadline_exceeded(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }

@@ -4,10 +4,9 @@
 //! Every error is `{"error": "<what was wrong>", "code": "<machine code>"}` with a fitting
 //! status. Bad input changes nothing: it is rejected before anything is proposed.
 
-use std::collections::HashMap;
-
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -65,9 +64,16 @@ impl IntoResponse for ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Unavailable { ref leader, .. } => {
+            Error::Unavailable { ref leader, .. } | Error::Indeterminate { ref leader, .. } => {
+                let code = if matches!(e, Error::Indeterminate { .. }) {
+                    // Still a 503 (no quorum within the timeout), but the code tells the
+                    // client this write may yet apply: a blind retry is not safe for CAS.
+                    "indeterminate"
+                } else {
+                    "unavailable"
+                };
                 let leader = leader.clone();
-                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string());
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string());
                 if let Some(l) = leader {
                     err = err
                         .with("leader", json!(l.http_addr))
@@ -77,9 +83,6 @@ impl From<Error> for ApiError {
                 err
             }
             Error::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
-            // Still a 503 (no quorum within the timeout), but the code tells the client
-            // that this write may yet apply, so a blind retry is not safe for CAS.
-            Error::Indeterminate(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "indeterminate", e.to_string()),
             Error::Service(ref s) => {
                 let code = s.code.clone();
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "service_error", e.to_string())
@@ -95,6 +98,58 @@ impl From<Error> for ApiError {
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// The key of a `/v1/kv/{key}` route, percent-decoded here so that a bad encoding gets
+/// our JSON error rather than the framework's plain text.
+pub struct Key(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Key {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.path().strip_prefix("/v1/kv/").unwrap_or("");
+        let key = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| ApiError::bad("bad_key", "key is not valid UTF-8 once percent-decoded"))?;
+        Ok(Key(key.into_owned()))
+    }
+}
+
+/// Query parameters, percent-decoded to bytes (no `+`-as-space): `prev_value` compares
+/// raw bytes, so it must not pass through a lossy text decoding.
+pub struct Params(Vec<(String, Vec<u8>)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut out = Vec::new();
+        for pair in parts.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = percent_encoding::percent_decode_str(k)
+                .decode_utf8()
+                .map_err(|_| ApiError::bad("bad_parameter", "parameter name is not valid UTF-8"))?;
+            out.push((k.into_owned(), percent_encoding::percent_decode_str(v).collect()));
+        }
+        Ok(Params(out))
+    }
+}
+
+impl Params {
+    fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+    }
+    /// A text parameter; invalid UTF-8 is a 400.
+    fn get(&self, name: &str) -> ApiResult<Option<&str>> {
+        match self.bytes(name) {
+            None => Ok(None),
+            Some(b) => std::str::from_utf8(b)
+                .map(Some)
+                .map_err(|_| ApiError::bad("bad_parameter", format!("{name} is not valid UTF-8"))),
+        }
+    }
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+}
 
 /// Checks a key: not empty, at most 4 KiB.
 pub fn validate_key(key: &str) -> Result<(), String> {
@@ -120,6 +175,13 @@ pub fn router(node: Node) -> Router {
         .route("/v1/kv", get(list_keys))
         .route("/v1/kv/", get(empty_key).put(empty_key).delete(empty_key))
         .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
         .route(
             "/kv",
             get(compat_get).post(compat_post).put(compat_post).delete(compat_delete),
@@ -155,8 +217,8 @@ async fn empty_key() -> ApiError {
     ApiError::bad("bad_key", "key must not be empty")
 }
 
-fn parse_consistency(q: &HashMap<String, String>) -> ApiResult<Consistency> {
-    match q.get("consistency") {
+fn parse_consistency(q: &Params) -> ApiResult<Consistency> {
+    match q.get("consistency")? {
         None => Ok(Consistency::Linearizable),
         Some(c) => c.parse().map_err(|e: String| ApiError::bad("bad_parameter", e)),
     }
@@ -185,8 +247,8 @@ async fn read_value(node: &Node, body: Body) -> ApiResult<Bytes> {
 
 async fn put_key(
     State(node): State<Node>,
-    Path(key): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Key(key): Key,
+    q: Params,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -204,7 +266,7 @@ async fn put_key(
             ));
         }
     }
-    let precondition = match (q.get("prev_version"), q.get("prev_value")) {
+    let precondition = match (q.get("prev_version")?, q.bytes("prev_value")) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad(
                 "bad_parameter",
@@ -217,10 +279,10 @@ async fn put_key(
                 format!("prev_version '{v}' is not a non-negative integer"),
             )
         })?)),
-        (None, Some(v)) => Some(Precondition::Value(v.clone().into_bytes())),
+        (None, Some(v)) => Some(Precondition::Value(v.to_vec())),
         (None, None) => None,
     };
-    if let Some(other) = q.keys().find(|k| !["prev_version", "prev_value"].contains(&k.as_str())) {
+    if let Some(other) = q.names().find(|k| !["prev_version", "prev_value"].contains(k)) {
         return Err(ApiError::bad("bad_parameter", format!("unknown parameter '{other}'")));
     }
     let value = read_value(&node, body).await?;
@@ -246,11 +308,7 @@ async fn put_key(
     }
 }
 
-async fn get_key(
-    State(node): State<Node>,
-    Path(key): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Response> {
+async fn get_key(State(node): State<Node>, Key(key): Key, q: Params) -> ApiResult<Response> {
     check_key(&key)?;
     let consistency = parse_consistency(&q)?;
     let query = KvQuery::Get {
@@ -281,7 +339,7 @@ async fn get_key(
     }
 }
 
-async fn delete_key(State(node): State<Node>, Path(key): Path<String>) -> ApiResult<Response> {
+async fn delete_key(State(node): State<Node>, Key(key): Key) -> ApiResult<Response> {
     check_key(&key)?;
     let cmd = KvCommand::Delete {
         map: String::new(),
@@ -299,9 +357,9 @@ async fn delete_key(State(node): State<Node>, Path(key): Path<String>) -> ApiRes
     }
 }
 
-async fn list_keys(State(node): State<Node>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
-    let prefix = q.get("prefix").cloned().unwrap_or_default();
-    let limit = match q.get("limit") {
+async fn list_keys(State(node): State<Node>, q: Params) -> ApiResult<Response> {
+    let prefix = q.get("prefix")?.unwrap_or_default().to_string();
+    let limit = match q.get("limit")? {
         None => LIST_DEFAULT,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if (1..=LIST_MAX).contains(&n) => n,
@@ -331,8 +389,9 @@ async fn list_keys(State(node): State<Node>, Query(q): Query<HashMap<String, Str
 
 // --- braft compatibility: /kv?map=&key=&value= (aliases m, k, v) ---
 
-fn param<'a>(q: &'a HashMap<String, String>, long: &str, short: &str) -> Option<&'a String> {
-    q.get(long).or_else(|| q.get(short))
+/// braft's long or short parameter name, whichever is present.
+fn param(q: &Params, long: &str, short: &str) -> ApiResult<Option<String>> {
+    Ok(q.get(long)?.or(q.get(short)?).map(str::to_string))
 }
 
 /// braft's response headers: who answered.
@@ -349,12 +408,12 @@ fn braft_headers(node: &Node, mut resp: Response) -> Response {
     resp
 }
 
-async fn compat_get(State(node): State<Node>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
-    let map = param(&q, "map", "m").cloned().unwrap_or_default();
+async fn compat_get(State(node): State<Node>, q: Params) -> ApiResult<Response> {
+    let map = param(&q, "map", "m")?.unwrap_or_default();
     let consistency = parse_consistency(&q)?;
-    let resp = match param(&q, "key", "k") {
+    let resp = match param(&q, "key", "k")? {
         Some(key) => {
-            check_key(key)?;
+            check_key(&key)?;
             let query = KvQuery::Get {
                 map: map.clone(),
                 key: key.clone(),
@@ -395,18 +454,12 @@ async fn compat_get(State(node): State<Node>, Query(q): Query<HashMap<String, St
     Ok(braft_headers(&node, resp))
 }
 
-async fn compat_post(
-    State(node): State<Node>,
-    Query(q): Query<HashMap<String, String>>,
-    body: Body,
-) -> ApiResult<Response> {
-    let map = param(&q, "map", "m").cloned().unwrap_or_default();
-    let key = param(&q, "key", "k")
-        .cloned()
-        .ok_or_else(|| ApiError::bad("bad_key", "missing key (key= or k=)"))?;
+async fn compat_post(State(node): State<Node>, q: Params, body: Body) -> ApiResult<Response> {
+    let map = param(&q, "map", "m")?.unwrap_or_default();
+    let key = param(&q, "key", "k")?.ok_or_else(|| ApiError::bad("bad_key", "missing key (key= or k=)"))?;
     check_key(&key)?;
-    let value = match param(&q, "value", "v") {
-        Some(v) => v.clone().into_bytes(),
+    let value = match q.bytes("value").or(q.bytes("v")) {
+        Some(v) => v.to_vec(),
         None => read_value(&node, body).await?.to_vec(),
     };
     if value.len() > node.config().max_value_bytes {
@@ -438,11 +491,9 @@ async fn compat_post(
     ))
 }
 
-async fn compat_delete(State(node): State<Node>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
-    let map = param(&q, "map", "m").cloned().unwrap_or_default();
-    let key = param(&q, "key", "k")
-        .cloned()
-        .ok_or_else(|| ApiError::bad("bad_key", "missing key (key= or k=)"))?;
+async fn compat_delete(State(node): State<Node>, q: Params) -> ApiResult<Response> {
+    let map = param(&q, "map", "m")?.unwrap_or_default();
+    let key = param(&q, "key", "k")?.ok_or_else(|| ApiError::bad("bad_key", "missing key (key= or k=)"))?;
     check_key(&key)?;
     let cmd = KvCommand::Delete { map, key };
     match node.write::<KvService>(cmd).await? {

@@ -77,6 +77,18 @@ async fn bad_input_is_rejected_cleanly_and_changes_nothing() {
         ("absent key", http.get(c.url(0, "/v1/kv/absent")), 404, "not_found"),
         ("unknown route", http.get(c.url(0, "/v2/nothing")), 404, "not_found"),
         ("compat without key", http.post(c.url(0, "/kv?map=m")), 400, "bad_key"),
+        (
+            "key not UTF-8",
+            http.put(c.url(0, "/v1/kv/%FF%FE")).body("x"),
+            400,
+            "bad_key",
+        ),
+        (
+            "method not allowed",
+            http.post(c.url(0, "/v1/kv/keep")).body("x"),
+            405,
+            "method_not_allowed",
+        ),
     ];
     for (what, req, status, code) in cases {
         let (s, body) = json(req.send().await.unwrap()).await;
@@ -98,6 +110,25 @@ async fn bad_input_is_rejected_cleanly_and_changes_nothing() {
     assert_eq!(c.get(0, "keep", "linearizable").await.as_deref(), Some("original"));
     assert_eq!(http.get(c.url(0, "/health")).send().await.unwrap().status(), 200);
     c.put_ok(0, "after", "fine").await;
+    c.shutdown().await;
+}
+
+/// Compare-and-set by value compares raw bytes: a percent-encoded binary value matches,
+/// and `+` is a plus sign, not a space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_by_value_compares_raw_bytes() {
+    let _g = serial().await;
+    let c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    let put = |q: &str, body: Vec<u8>| c.client.put(c.url(0, &format!("/v1/kv/bin{q}"))).body(body).send();
+    assert_eq!(put("", vec![0xff, 0x00, b'+']).await.unwrap().status(), 200);
+    assert_eq!(
+        put("?prev_value=%FF%00%2B", b"a+b".to_vec()).await.unwrap().status(),
+        200
+    );
+    assert_eq!(put("?prev_value=a b", b"no".to_vec()).await.unwrap().status(), 409);
+    assert_eq!(put("?prev_value=a+b", b"yes".to_vec()).await.unwrap().status(), 200);
+    assert_eq!(c.get(0, "bin", "linearizable").await.as_deref(), Some("yes"));
     c.shutdown().await;
 }
 

@@ -511,46 +511,35 @@ impl Node {
         }
     }
 
-    /// Sends a request to the leader. A failure before the request left this node is a
-    /// retryable `Unavailable`; a failure after it may have arrived is `Indeterminate`.
+    /// Sends a request to the leader. A failure before the request left this node (the
+    /// connection could not be made) is a retryable `Unavailable`; a failure after it may
+    /// have arrived is, for a write, `Indeterminate`: retrying could apply it twice.
     async fn forward(&self, leader: &Peer, req: &ForwardRequest, deadline: Instant) -> Result<ForwardReply, Error> {
-        use tower::ServiceExt;
         let unavailable = |why: String| Error::Unavailable {
             reason: why,
             leader: None,
         };
-        let channel = self
+        let mut client = self
             .inner
             .pool
-            .channel(&leader.rpc_addr)
+            .raft_client(&leader.rpc_addr)
             .map_err(|e| unavailable(format!("bad leader address {}: {e}", leader.rpc_addr)))?;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        // Connecting first tells "never sent" apart from "sent, answer lost".
-        let channel = match tokio::time::timeout(remaining, channel.ready_oneshot()).await {
-            Ok(Ok(ch)) => ch,
-            Ok(Err(e)) => return Err(unavailable(format!("cannot reach leader {}: {e}", leader.rpc_addr))),
-            Err(_) => {
-                return Err(unavailable(format!(
-                    "timed out connecting to leader {}",
-                    leader.rpc_addr
-                )))
-            }
-        };
-        let mut client = crate::pb::raft_client::RaftClient::new(channel)
-            .max_decoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::raft::network::MAX_MESSAGE_BYTES);
         let data = wire::encode(req).map_err(|e| Error::BadRequest(e.to_string()))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let is_write = matches!(req, ForwardRequest::Write { .. });
         let lost = |why: String| {
             if is_write {
-                Error::Indeterminate(why)
+                self.indeterminate(why)
             } else {
                 unavailable(why)
             }
         };
         match tokio::time::timeout(remaining, client.forward(crate::pb::Opaque { data })).await {
             Err(_) => Err(lost(format!("no answer from leader {} in time", leader.rpc_addr))),
+            Ok(Err(status)) if never_sent(&status) => Err(unavailable(format!(
+                "cannot reach leader {}: {status}",
+                leader.rpc_addr
+            ))),
             Ok(Err(status)) => Err(lost(format!("leader {}: {status}", leader.rpc_addr))),
             Ok(Ok(resp)) => wire::decode(&resp.into_inner().data)
                 .map_err(|e| lost(format!("bad answer from leader {}: {e}", leader.rpc_addr))),
@@ -591,7 +580,9 @@ impl Node {
             Proposal::Discarded => {
                 ForwardReply::Indeterminate("entry discarded by a leader change; it may still commit".into())
             }
-            Proposal::Fatal(e) => ForwardReply::Fatal(e),
+            // The core stopped (shutting down, or a storage failure) with the entry
+            // possibly appended: its fate is unknown, not failed.
+            Proposal::Fatal(e) => ForwardReply::Indeterminate(format!("raft stopped: {e}")),
         }
     }
 
@@ -617,6 +608,15 @@ impl Node {
             }
         }
         ForwardReply::Read(self.inner.state.query(service, payload).map(serde_bytes::ByteBuf::from))
+    }
+
+    /// An `Indeterminate` error naming the leader as far as this node knows it.
+    fn indeterminate(&self, reason: String) -> Error {
+        let st = self.status();
+        Error::Indeterminate {
+            reason,
+            leader: st.leader.map(|id| hint(id, st.peer(id))),
+        }
     }
 
     fn not_leader(&self, leader: Option<NodeId>) -> ForwardReply {
@@ -661,6 +661,31 @@ fn hint(id: NodeId, peer: Option<&Peer>) -> LeaderHint {
     }
 }
 
+/// Whether a failed RPC never left this node: the connection itself could not be made.
+/// Only then is a write safe to retry elsewhere.
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        if e.to_string().contains("tcp connect error") {
+            return true;
+        }
+        cause = e.source();
+    }
+    status.message().contains("tcp connect error")
+}
+
 fn written(r: Result<ForwardReply, Error>) -> Attempt<(u64, Vec<u8>)> {
     match r {
         Err(e @ Error::Unavailable { .. }) => Attempt::Retry {
@@ -678,7 +703,10 @@ fn written(r: Result<ForwardReply, Error>) -> Attempt<(u64, Vec<u8>)> {
             why: "leader changed".into(),
         },
         Ok(ForwardReply::NoQuorum(e)) => Attempt::Retry { leader: None, why: e },
-        Ok(ForwardReply::Indeterminate(e)) => Attempt::Done(Err(Error::Indeterminate(e))),
+        Ok(ForwardReply::Indeterminate(e)) => Attempt::Done(Err(Error::Indeterminate {
+            reason: e,
+            leader: None,
+        })),
         Ok(ForwardReply::Fatal(e)) => Attempt::Done(Err(Error::Fatal(e))),
         Ok(ForwardReply::Read(_)) => Attempt::Done(Err(Error::Fatal("leader answered a write with a read".into()))),
     }
@@ -696,7 +724,8 @@ fn read_reply(r: ForwardReply) -> Attempt<Vec<u8>> {
             why: "leader changed".into(),
         },
         ForwardReply::NoQuorum(e) => Attempt::Retry { leader: None, why: e },
-        ForwardReply::Indeterminate(e) | ForwardReply::Fatal(e) => Attempt::Done(Err(Error::Fatal(e))),
+        // A read changes nothing, so a leader that stopped mid-read is simply retried.
+        ForwardReply::Indeterminate(e) | ForwardReply::Fatal(e) => Attempt::Retry { leader: None, why: e },
         ForwardReply::Written { .. } => Attempt::Done(Err(Error::Fatal("leader answered a read with a write".into()))),
     }
 }

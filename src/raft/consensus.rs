@@ -157,7 +157,14 @@ impl Consensus {
                 }
                 ReadGate::NotLeader { leader: f.leader_id }
             }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => ReadGate::NoQuorum(e.to_string()),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
+                if lease {
+                    // The lease lapsed (openraft reports it as too few recent acks):
+                    // confirm leadership with a ReadIndex round instead.
+                    return Box::pin(self.read_gate(false, timeout)).await;
+                }
+                ReadGate::NoQuorum(e.to_string())
+            }
             Err(RaftError::Fatal(e)) => ReadGate::Fatal(e.to_string()),
         }
     }

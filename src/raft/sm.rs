@@ -147,10 +147,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let bytes = encode_snapshot(&body)?;
         let store = self.snapshots.clone();
         let to_save = bytes.clone();
-        tokio::task::spawn_blocking(move || store.save(&to_save))
+        let index = body.meta.last_log_id.map_or(0, |l| l.index);
+        let kept = tokio::task::spawn_blocking(move || store.save(index, &to_save))
             .await
             .map_err(io::Error::other)??;
-        tracing::info!(last_log_id = ?body.meta.last_log_id, bytes = bytes.len(), "snapshot built");
+        if kept {
+            tracing::info!(last_log_id = ?body.meta.last_log_id, bytes = bytes.len(), "snapshot built");
+        } else {
+            tracing::info!(last_log_id = ?body.meta.last_log_id, "snapshot built, but a newer one is stored");
+        }
         Ok(Snapshot {
             meta: body.meta,
             snapshot: bytes,
@@ -235,12 +240,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 body.codec, self.shared.codec
             )));
         }
+        // Restore first, save after: a snapshot that cannot be restored must never become
+        // the one this node starts from. A failed restore is fatal for the node (openraft
+        // stops it), which beats serving from a half-restored state.
+        {
+            let mut g = self.shared.write();
+            restore_into(&mut g, &body)?;
+        }
         let store = self.snapshots.clone();
-        tokio::task::spawn_blocking(move || store.save(&snapshot))
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        tokio::task::spawn_blocking(move || store.save(index, &snapshot))
             .await
             .map_err(io::Error::other)??;
-        let mut g = self.shared.write();
-        restore_into(&mut g, &body)?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot from leader");
         Ok(())
     }
