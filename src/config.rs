@@ -466,6 +466,14 @@ impl Config {
                     format!("{n} exceeds the {} peers in BRAFT_DISCOVERY", peers.len()),
                 ));
             }
+            // Two groups of a majority each always share a node; smaller groups could
+            // each form a cluster of their own.
+            Some(n) if !peers.is_empty() && n * 2 <= peers.len() => {
+                return Err(ConfigError::new(
+                    "BRAFT_BOOTSTRAP_EXPECT",
+                    format!("{n} must be a majority of the {} peers in BRAFT_DISCOVERY", peers.len()),
+                ));
+            }
             _ => {}
         }
         if self.snapshot_logs == 0 {
@@ -607,6 +615,14 @@ mod tests {
         assert_eq!(
             bad(|c| {
                 c.discovery = Discovery::Static(vec!["a:1".into()]);
+                c.bootstrap_expect = Some(2);
+            }),
+            "BRAFT_BOOTSTRAP_EXPECT"
+        );
+        // Not a majority of four: two pairs could each bootstrap.
+        assert_eq!(
+            bad(|c| {
+                c.discovery = Discovery::Static(vec!["a:1".into(), "b:1".into(), "c:1".into(), "d:1".into()]);
                 c.bootstrap_expect = Some(2);
             }),
             "BRAFT_BOOTSTRAP_EXPECT"

@@ -120,6 +120,14 @@ impl pb::raft_server::Raft for PeerService {
         }))
     }
 
+    async fn promise(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        let promise: crate::node::forward::PromiseRequest = wire::decode(&req.into_inner().data)?;
+        let reply = self.node.handle_promise(promise.initializer);
+        Ok(Response::new(pb::Opaque {
+            data: wire::encode(&reply)?,
+        }))
+    }
+
     async fn get_details(
         &self,
         _req: Request<pb::GetDetailsRequest>,

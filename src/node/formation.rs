@@ -5,8 +5,12 @@
 //!   cluster, and only if it is in the static list itself.
 //! - It waits until it has reached `BRAFT_BOOTSTRAP_EXPECT` distinct pristine nodes
 //!   (itself included) and none of the peers it reached belongs to a cluster.
-//! - Then exactly one of them — the one with the lowest node id — initializes the cluster
-//!   with all of them as voters. The others wait to hear from its leader.
+//! - Then the one with the lowest node id asks each of them for a *promise* to back it.
+//!   A node promises at most one initializer, ever (the promise is kept on disk), and
+//!   the lowest node initializes the cluster with all of them as voters only once every
+//!   one has promised. Since the expected count is a majority of the static list, two
+//!   groups that could each form a cluster share a node, which backs only one of them —
+//!   even when peers see each other only one way. The others wait for its leader.
 //! - A node that finds an existing cluster asks its leader to join: it is added as a
 //!   learner and promoted to voter once it has caught up.
 //! - A node with stored state never bootstraps.
@@ -14,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::forward::{HelloReply, HelloRequest, JoinReply, JoinRequest};
+use super::forward::{HelloReply, HelloRequest, JoinReply, JoinRequest, PromiseReply, PromiseRequest};
 use super::Node;
 use crate::raft::{wire, NodeId, Peer};
 
@@ -64,15 +68,16 @@ pub async fn run(node: Node) {
 /// One round: probe the peers, then join, bootstrap or wait. Returns what we wait for.
 async fn step(node: &Node, pristine: bool) -> Option<String> {
     let me = node.peer().clone();
-    let peers: Vec<String> = node
-        .config()
-        .static_peers()
-        .iter()
-        .filter(|a| **a != me.rpc_addr)
-        .cloned()
-        .collect();
-    // An empty list means a one-node cluster of just this node.
-    let in_list = node.config().static_peers().is_empty() || node.config().static_peers().contains(&me.rpc_addr);
+    // Entries may be host names: this node is whichever entry resolves to its address.
+    let mut peers: Vec<String> = Vec::new();
+    let mut in_list = node.config().static_peers().is_empty(); // empty: a one-node cluster
+    for entry in node.config().static_peers() {
+        if is_me(entry, &me.rpc_addr).await {
+            in_list = true;
+        } else {
+            peers.push(entry.clone());
+        }
+    }
     let replies = futures::future::join_all(peers.iter().map(|a| hello(node, a))).await;
     let mut reached: Vec<HelloReply> = Vec::new();
     let mut missing: Vec<&str> = Vec::new();
@@ -132,11 +137,75 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
             fresh.len()
         ));
     }
-    tracing::info!(voters = ?fresh.keys().collect::<Vec<_>>(), "bootstrapping the cluster");
+    // Collect the promises: our own first, then every other member's.
+    if let PromiseReply::Refused(why) = node.handle_promise(node.id()) {
+        return Some(format!("not bootstrapping: {why}"));
+    }
+    let asks = fresh
+        .iter()
+        .filter(|(id, _)| **id != node.id())
+        .map(|(id, p)| async move { (*id, promise(node, &p.rpc_addr).await) });
+    for (id, reply) in futures::future::join_all(asks).await {
+        match reply {
+            Ok(PromiseReply::Granted) => {}
+            Ok(PromiseReply::Refused(why)) => return Some(format!("node {id} will not back this bootstrap: {why}")),
+            Err(e) => return Some(format!("no promise from node {id}: {e}")),
+        }
+    }
+    tracing::info!(voters = ?fresh.keys().collect::<Vec<_>>(), "every member promised; bootstrapping the cluster");
     match node.consensus().initialize(fresh).await {
         Ok(()) => None,
         Err(e) => Some(format!("bootstrap failed: {e}")),
     }
+}
+
+/// Whether the static-list entry `entry` names this node's address `me`.
+async fn is_me(entry: &str, me: &str) -> bool {
+    if entry == me {
+        return true;
+    }
+    let Ok(me) = me.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::lookup_host(entry)).await {
+        Ok(Ok(mut addrs)) => addrs.any(|a| a == me),
+        _ => false,
+    }
+}
+
+async fn promise(node: &Node, addr: &str) -> Result<PromiseReply, String> {
+    let mut client = node.inner.pool.raft_client(addr).map_err(|e| e.to_string())?;
+    let data = wire::encode(&PromiseRequest { initializer: node.id() }).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(PROBE_TIMEOUT, client.promise(crate::pb::Opaque { data }))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    wire::decode(&resp.into_inner().data).map_err(|e| e.to_string())
+}
+
+const PROMISE_FILE: &str = "bootstrap-promise.json";
+
+/// The promise this node made, if any (see the module doc).
+pub(super) fn load_promise(dir: &std::path::Path) -> std::io::Result<Option<NodeId>> {
+    match std::fs::read(dir.join(PROMISE_FILE)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn save_promise(dir: &std::path::Path, id: NodeId) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{PROMISE_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(id.to_string().as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(PROMISE_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn hello(node: &Node, addr: &str) -> Option<HelloReply> {
@@ -188,6 +257,27 @@ impl Node {
         }
     }
 
+    /// Backs `initializer` as the one node that forms the cluster, if this node is still
+    /// pristine and has backed no other. The promise is on disk before it is granted.
+    pub(crate) fn handle_promise(&self, initializer: NodeId) -> PromiseReply {
+        let mut promised = self.inner.promised_to.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.status().pristine {
+            return PromiseReply::Refused(format!("node {} is no longer pristine", self.id()));
+        }
+        match *promised {
+            Some(p) if p == initializer => PromiseReply::Granted,
+            Some(p) => PromiseReply::Refused(format!("node {} already backs node {p}", self.id())),
+            None => match save_promise(&self.inner.data_dir, initializer) {
+                Ok(()) => {
+                    *promised = Some(initializer);
+                    tracing::info!(initializer, "promised to back this bootstrap");
+                    PromiseReply::Granted
+                }
+                Err(e) => PromiseReply::Refused(format!("cannot record the promise: {e}")),
+            },
+        }
+    }
+
     /// Adds a joining node as a learner (leader only) and starts its promotion.
     pub(crate) async fn handle_join(&self, req: JoinRequest) -> JoinReply {
         let st = self.status();
@@ -218,7 +308,7 @@ impl Node {
             }
         }
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let give_up = Instant::now() + Duration::from_secs(600);
             while Instant::now() < give_up && !node.is_shutting_down() {
                 let st = node.status();

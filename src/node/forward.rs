@@ -87,6 +87,21 @@ pub struct HelloReply {
     pub leader: Option<(NodeId, Peer)>,
 }
 
+/// `Promise`: the would-be initializer asks a pristine peer to back it. A node backs at
+/// most one initializer, ever (the promise is kept on disk), so two overlapping groups
+/// can never both form a cluster.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PromiseRequest {
+    pub initializer: NodeId,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PromiseReply {
+    Granted,
+    /// Already promised to another initializer, or no longer pristine.
+    Refused(String),
+}
+
 /// `Join`: ask the leader to add this node.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JoinRequest {

@@ -186,8 +186,11 @@ impl NodeBuilder {
             started: Instant::now(),
             started_at_ms: now_ms(),
             shutdown: shutdown_tx,
+            stopped: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             promoting: Mutex::new(Default::default()),
+            promised_to: Mutex::new(formation::load_promise(&data_dir)?),
+            data_dir: data_dir.clone(),
         });
         let node = Node { inner };
         tracing::info!(
@@ -255,9 +258,14 @@ pub(crate) struct Inner {
     pub started: Instant,
     pub started_at_ms: i64,
     shutdown: watch::Sender<bool>,
+    /// Turns true once shutdown has finished.
+    stopped: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Learners with a promotion task running on this (leader) node.
     pub promoting: Mutex<std::collections::HashSet<NodeId>>,
+    /// The initializer this pristine node has backed for forming the cluster (on disk).
+    pub promised_to: Mutex<Option<NodeId>>,
+    pub data_dir: std::path::PathBuf,
 }
 
 /// A running braft node. Cheap to clone; clones share the node.
@@ -337,7 +345,7 @@ impl Node {
         &self.inner.consensus
     }
 
-    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         let h = tokio::spawn(fut);
         self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(h);
     }
@@ -637,18 +645,24 @@ impl Node {
 
     /// Stops accepting requests, stops the servers, and stops Raft. In-flight requests
     /// get a short grace period.
+    /// Safe to call more than once and from several tasks: every caller returns once the
+    /// node has fully stopped (its data directory is then free to reopen).
     pub async fn shutdown(&self) {
         if self.inner.shutdown.send_replace(true) {
+            let mut stopped = self.inner.stopped.subscribe();
+            let _ = stopped.wait_for(|s| *s).await;
             return;
         }
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tasks {
-            if tokio::time::timeout(Duration::from_secs(3), t).await.is_err() {
-                tracing::warn!("a server task did not stop within 3 s");
+        for mut t in tasks {
+            if tokio::time::timeout(Duration::from_secs(3), &mut t).await.is_err() {
+                tracing::warn!("a task did not stop within 3 s; aborting it");
+                t.abort();
             }
         }
         self.inner.consensus.shutdown().await;
+        self.inner.stopped.send_replace(true);
         tracing::info!(id = self.inner.id, "node stopped");
     }
 }
