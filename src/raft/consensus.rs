@@ -238,7 +238,7 @@ impl Consensus {
             id,
             std::sync::Arc::new(raft_config),
             network,
-            super::log::LogAdapter::new(log_store),
+            super::log::LogAdapter::new(log_store).map_err(|e| format!("starting the log writer: {e}"))?,
             sm,
         )
         .await
