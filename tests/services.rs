@@ -120,3 +120,43 @@ async fn restart_restores_snapshot_then_replays_log() {
     );
     c.shutdown().await;
 }
+
+/// The user's own tonic service is served on RPORT next to braft's (here the v1alpha
+/// reflection service stands in for "your service").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_grpc_services_are_served() {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+
+    fn with_user_grpc(b: braft::NodeBuilder) -> braft::NodeBuilder {
+        let svc = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(braft::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .unwrap();
+        b.grpc_service(svc)
+    }
+    let _g = serial().await;
+    let c = Cluster::start_with(1, |_| {}, with_user_grpc).await;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", c.members[0].rpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .expect("the user's service answers")
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        resp.message_response,
+        Some(MessageResponse::ListServicesResponse(_))
+    ));
+    c.shutdown().await;
+}
