@@ -5,8 +5,11 @@
 //! are queued — openraft learns of durability through the `IOFlushed` callback, fired once
 //! the fsync is done — so a leader replicates an entry while it is still flushing it
 //! locally, as etcd does, instead of paying for two fsyncs in a row. Appends queued
-//! while the disk is busy are written together with one fsync (group commit). Entries
-//! queued but not yet written stay visible to readers in `pending`.
+//! while the disk is busy are written together with one fsync (group commit).
+//!
+//! The newest entries also stay in memory (`Tail`): those not yet written, so readers see
+//! them, and recently written ones up to a byte budget, so that replication to followers
+//! reads memory instead of the database in the steady state.
 //!
 //! Everything else (vote, truncate, purge, commit index) also goes through the writer
 //! and is awaited, so it is ordered after earlier appends and durable when it returns.
@@ -22,7 +25,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::{wire, Entry, LogId, TypeConfig, Vote};
-use crate::store::{LogStore, MetaKey, RawEntry, StoreError};
+use crate::store::{LogStore, MetaKey, StoreError};
 
 type Op = Box<dyn FnOnce(&dyn LogStore) -> Result<(), StoreError> + Send>;
 
@@ -37,8 +40,60 @@ enum Job {
     },
 }
 
-/// Entries handed to `append` and not yet durable, by index.
-type Pending = Arc<Mutex<BTreeMap<u64, Arc<Vec<u8>>>>>;
+/// How many bytes of already-durable entries the tail keeps for readers.
+const TAIL_KEEP_BYTES: usize = 32 << 20;
+
+/// The newest entries, by index. An entry enters at `append` and may leave only once it
+/// is durable (then it is in the store): at every instant an entry is here, in the
+/// store, or both.
+#[derive(Default)]
+struct Tail {
+    entries: BTreeMap<u64, (Arc<Vec<u8>>, bool)>,
+    durable_bytes: usize,
+}
+
+impl Tail {
+    fn insert(&mut self, index: u64, bytes: Arc<Vec<u8>>) {
+        if let Some((old, true)) = self.entries.insert(index, (bytes, false)) {
+            self.durable_bytes -= old.len();
+        }
+    }
+
+    /// Marks `bytes` at `index` durable, if it is still the entry there.
+    fn mark_durable(&mut self, index: u64, bytes: &Arc<Vec<u8>>) {
+        if let Some((cur, durable)) = self.entries.get_mut(&index) {
+            if Arc::ptr_eq(cur, bytes) && !*durable {
+                *durable = true;
+                self.durable_bytes += cur.len();
+            }
+        }
+    }
+
+    /// Drops the oldest durable entries beyond the byte budget.
+    fn trim(&mut self) {
+        while self.durable_bytes > TAIL_KEEP_BYTES {
+            match self.entries.first_key_value() {
+                Some((&i, (_, true))) => {
+                    let (b, _) = self.entries.remove(&i).expect("present");
+                    self.durable_bytes -= b.len();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Keeps only the entries whose index satisfies `keep`.
+    fn remove_where(&mut self, keep: impl Fn(u64) -> bool) {
+        let gone: Vec<u64> = self.entries.keys().copied().filter(|i| !keep(*i)).collect();
+        for i in gone {
+            if let Some((b, true)) = self.entries.remove(&i) {
+                self.durable_bytes -= b.len();
+            }
+        }
+    }
+}
+
+type Pending = Arc<Mutex<Tail>>;
 
 /// The log, as openraft sees it. Cheap to clone: clones share the store and the writer.
 #[derive(Clone)]
@@ -52,7 +107,7 @@ fn wire_err(e: wire::WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Vec<u8>>>> {
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, Tail> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -129,22 +184,21 @@ fn writer(store: Arc<dyn LogStore>, pending: Pending, rx: mpsc::Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
-                let raw: Vec<RawEntry> = batch
+                let raw: Vec<(u64, &[u8])> = batch
                     .iter()
-                    .flat_map(|(es, _)| es.iter().map(|(i, b)| (*i, b.as_ref().clone())))
+                    .flat_map(|(es, _)| es.iter().map(|(i, b)| (*i, b.as_slice())))
                     .collect();
                 let result = store.append(&raw);
                 if result.is_ok() {
-                    // Now durable: drop them from `pending`, unless a later append has
+                    // Now durable: these may leave the tail, unless a later append has
                     // already replaced an index (after a truncation).
                     let mut p = lock(&pending);
                     for (es, _) in &batch {
                         for (i, b) in es {
-                            if p.get(i).is_some_and(|cur| Arc::ptr_eq(cur, b)) {
-                                p.remove(i);
-                            }
+                            p.mark_durable(*i, b);
                         }
                     }
+                    p.trim();
                 }
                 for (_, callback) in batch {
                     let r = match &result {
@@ -182,16 +236,22 @@ impl RaftLogReader<TypeConfig> for LogAdapter {
         if start >= end {
             return Ok(Vec::new());
         }
-        // Copy what is still queued first, then read the store: an entry leaves `pending`
-        // only after it is in the store, so it is in one or the other (reading in the
-        // opposite order could miss an entry written in between). A queued entry is newer
-        // than a stored one at the same index.
+        // Copy the tail first, then read the store: an entry leaves the tail only after
+        // it is in the store, so it is in one or the other (reading in the opposite order
+        // could miss an entry written in between). A tail entry is newer than a stored one
+        // at the same index. In the steady state the tail covers the whole range.
         let queued: Vec<(u64, Arc<Vec<u8>>)> = lock(&self.pending)
+            .entries
             .range(start..end)
-            .map(|(i, b)| (*i, b.clone()))
+            .map(|(i, (b, _))| (*i, b.clone()))
             .collect();
-        let stored = self.blocking(move |s| s.read_range(start, end)).await?;
-        let mut merged: BTreeMap<u64, Arc<Vec<u8>>> = stored.into_iter().map(|(i, b)| (i, Arc::new(b))).collect();
+        let covered = queued.first().is_some_and(|(i, _)| *i == start) && queued.len() as u64 == end - start;
+        let mut merged: BTreeMap<u64, Arc<Vec<u8>>> = if covered {
+            BTreeMap::new()
+        } else {
+            let stored = self.blocking(move |s| s.read_range(start, end)).await?;
+            stored.into_iter().map(|(i, b)| (i, Arc::new(b))).collect()
+        };
         merged.extend(queued);
         merged
             .values()
@@ -209,7 +269,10 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.read_meta(MetaKey::LastPurged).await?;
-        let queued = lock(&self.pending).last_key_value().map(|(_, b)| b.clone());
+        let queued = lock(&self.pending)
+            .entries
+            .last_key_value()
+            .map(|(_, (b, _))| b.clone());
         let last = match queued {
             Some(b) => Some(b.as_ref().clone()),
             None => self.blocking(|s| s.last_entry()).await?.map(|(_, b)| b),
@@ -263,7 +326,7 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let after = last_log_id.map(|l| l.index);
         let from = after.map_or(0, |a| a + 1);
-        lock(&self.pending).split_off(&from);
+        lock(&self.pending).remove_where(|i| i < from);
         self.op(move |s| s.truncate_after(after)).await
     }
 
@@ -273,10 +336,7 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
         // lose track of where the log begins.
         self.write_meta(MetaKey::LastPurged, &log_id).await?;
         let upto = log_id.index;
-        {
-            let mut p = lock(&self.pending);
-            *p = p.split_off(&(upto + 1));
-        }
+        lock(&self.pending).remove_where(|i| i > upto);
         self.op(move |s| s.purge_upto(upto)).await
     }
 }

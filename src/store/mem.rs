@@ -31,10 +31,10 @@ impl MemLogStore {
 }
 
 impl LogStore for MemLogStore {
-    fn append(&self, entries: &[RawEntry]) -> Result<(), StoreError> {
+    fn append(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
         let mut g = self.lock();
         for (i, bytes) in entries {
-            g.log.insert(*i, bytes.clone());
+            g.log.insert(*i, bytes.to_vec());
         }
         Ok(())
     }

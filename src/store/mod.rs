@@ -71,7 +71,7 @@ pub type RawEntry = (u64, Vec<u8>);
 ///   executor (see `raft::log`).
 pub trait LogStore: Send + Sync + 'static {
     /// Appends entries in ascending index order, replacing nothing. Durable on return.
-    fn append(&self, entries: &[RawEntry]) -> Result<(), StoreError>;
+    fn append(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError>;
 
     /// Removes every entry with an index greater than `after` (every entry, if `None`).
     fn truncate_after(&self, after: Option<u64>) -> Result<(), StoreError>;
@@ -104,6 +104,12 @@ pub(crate) mod conformance {
         (i, format!("entry-{i}").into_bytes())
     }
 
+    /// Appends owned entries through the borrowed-slice API.
+    fn app(s: &dyn LogStore, v: &[RawEntry]) {
+        let borrowed: Vec<(u64, &[u8])> = v.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        s.append(&borrowed).unwrap();
+    }
+
     fn indexes(v: &[RawEntry]) -> Vec<u64> {
         v.iter().map(|(i, _)| *i).collect()
     }
@@ -112,8 +118,8 @@ pub(crate) mod conformance {
     pub fn append_then_read(s: &dyn LogStore) {
         assert!(s.last_entry().unwrap().is_none());
         assert!(s.read_range(0, 100).unwrap().is_empty());
-        s.append(&[e(1), e(2), e(3)]).unwrap();
-        s.append(&[e(4)]).unwrap();
+        app(s, &[e(1), e(2), e(3)]);
+        app(s, &[e(4)]);
         let got = s.read_range(1, 5).unwrap();
         assert_eq!(got, vec![e(1), e(2), e(3), e(4)]);
         assert_eq!(indexes(&s.read_range(2, 4).unwrap()), vec![2, 3]);
@@ -122,10 +128,10 @@ pub(crate) mod conformance {
 
     /// Truncation removes the tail after a point; a conflicting suffix can then be rewritten.
     pub fn truncate_then_rewrite(s: &dyn LogStore) {
-        s.append(&[e(1), e(2), e(3), e(4)]).unwrap();
+        app(s, &[e(1), e(2), e(3), e(4)]);
         s.truncate_after(Some(2)).unwrap();
         assert_eq!(indexes(&s.read_range(0, 10).unwrap()), vec![1, 2]);
-        s.append(&[(3, b"new-3".to_vec())]).unwrap();
+        app(s, &[(3, b"new-3".to_vec())]);
         assert_eq!(s.last_entry().unwrap(), Some((3, b"new-3".to_vec())));
         s.truncate_after(None).unwrap();
         assert!(s.last_entry().unwrap().is_none());
@@ -133,14 +139,14 @@ pub(crate) mod conformance {
 
     /// Purging removes the head; the tail stays readable.
     pub fn purge_keeps_tail(s: &dyn LogStore) {
-        s.append(&[e(1), e(2), e(3), e(4), e(5)]).unwrap();
+        app(s, &[e(1), e(2), e(3), e(4), e(5)]);
         s.purge_upto(3).unwrap();
         assert_eq!(indexes(&s.read_range(0, 10).unwrap()), vec![4, 5]);
         s.purge_upto(5).unwrap();
         assert!(s.read_range(0, 10).unwrap().is_empty());
         assert!(s.last_entry().unwrap().is_none());
         // The log continues after a full purge.
-        s.append(&[e(6)]).unwrap();
+        app(s, &[e(6)]);
         assert_eq!(s.last_entry().unwrap(), Some(e(6)));
     }
 

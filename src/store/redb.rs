@@ -60,14 +60,14 @@ impl RedbLogStore {
 }
 
 impl LogStore for RedbLogStore {
-    fn append(&self, entries: &[RawEntry]) -> Result<(), StoreError> {
+    fn append(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
         self.write(|txn| {
             let mut t = txn.open_table(LOG).map_err(engine)?;
             for (i, bytes) in entries {
-                t.insert(*i, bytes.as_slice()).map_err(engine)?;
+                t.insert(*i, *bytes).map_err(engine)?;
             }
             Ok(())
         })
@@ -158,7 +158,7 @@ mod tests {
         let path = dir.path().join("log.redb");
         {
             let s = RedbLogStore::open(&path).unwrap();
-            s.append(&[(1, b"a".to_vec()), (2, b"b".to_vec())]).unwrap();
+            s.append(&[(1, &b"a"[..]), (2, &b"b"[..])]).unwrap();
             s.put_meta(MetaKey::Vote, b"vote").unwrap();
         }
         let s = RedbLogStore::open(&path).unwrap();
