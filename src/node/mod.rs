@@ -452,7 +452,7 @@ impl Node {
     }
 
     async fn write_once(&self, req: &ForwardRequest, deadline: Instant) -> Attempt<(u64, Vec<u8>)> {
-        let st = self.status();
+        let (leader, leader_peer) = self.inner.consensus.leader();
         let req = &match req {
             ForwardRequest::Write { service, payload, .. } => ForwardRequest::Write {
                 service: service.clone(),
@@ -461,12 +461,12 @@ impl Node {
             },
             other => return Attempt::Done(Err(Error::BadRequest(format!("not a write: {other:?}")))),
         };
-        match st.leader {
+        match leader {
             Some(l) if l == self.inner.id => {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 written(Ok(self.handle_forward_write(req, remaining).await))
             }
-            Some(l) => match st.peer(l) {
+            Some(l) => match &leader_peer {
                 Some(p) => written(self.forward(p, req, deadline).await),
                 None => Attempt::Retry {
                     leader: Some(l),
@@ -481,7 +481,7 @@ impl Node {
     }
 
     async fn read_once(&self, req: &ForwardRequest, deadline: Instant) -> Attempt<Vec<u8>> {
-        let st = self.status();
+        let (leader, leader_peer) = self.inner.consensus.leader();
         let req = match req {
             ForwardRequest::Read {
                 service,
@@ -496,9 +496,9 @@ impl Node {
             },
             other => return Attempt::Done(Err(Error::BadRequest(format!("not a read: {other:?}")))),
         };
-        match st.leader {
+        match leader {
             Some(l) if l == self.inner.id => read_reply(self.handle_forward_read(&req).await),
-            Some(l) => match st.peer(l) {
+            Some(l) => match &leader_peer {
                 // A read is idempotent, so any failure to reach the leader is retried.
                 Some(p) => match self.forward(p, &req, deadline).await {
                     Ok(reply) => read_reply(reply),

@@ -118,6 +118,16 @@ impl Consensus {
         }
     }
 
+    /// The current leader and its addresses, read without copying the whole status (this
+    /// is on every request's path).
+    pub fn leader(&self) -> (Option<NodeId>, Option<Peer>) {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let leader = m.current_leader;
+        let peer = leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+        (leader, peer)
+    }
+
     /// Proposes one entry and waits until it is applied here (on the leader).
     pub async fn propose(&self, req: Request) -> Proposal {
         match self.raft.client_write(req).await {
