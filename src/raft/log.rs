@@ -164,11 +164,32 @@ impl LogAdapter {
 /// The writer thread: appends queued together share one store write (one fsync); other
 /// operations run in queue order between them.
 fn writer(store: Arc<dyn LogStore>, pending: Pending, rx: mpsc::Receiver<Job>) {
+    // After the first failure nothing more is written: a later batch landing on disk
+    // after a failed one would leave a hole in the durable log. Every later job gets the
+    // error, and openraft stops the node.
+    let mut failed: Option<String> = None;
+    // A panic in the store must not drop callbacks unanswered (openraft would wait for
+    // the flush forever): it is caught and treated as a failure.
+    let guarded = |f: &mut dyn FnMut() -> Result<(), StoreError>| -> Result<(), StoreError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(StoreError::Engine("log store panicked".into())))
+    };
     let mut next = rx.recv().ok();
     while let Some(job) = next.take() {
         match job {
             Job::Op { op, done } => {
-                let _ = done.send(op(store.as_ref()));
+                let r = match &failed {
+                    Some(e) => Err(StoreError::Engine(format!("log writer stopped after: {e}"))),
+                    None => {
+                        let mut op = Some(op);
+                        let r = guarded(&mut || (op.take().expect("runs once"))(store.as_ref()));
+                        if let Err(e) = &r {
+                            failed = Some(e.to_string());
+                        }
+                        r
+                    }
+                };
+                let _ = done.send(r);
                 next = rx.recv().ok();
             }
             Job::Append { entries, callback } => {
@@ -184,21 +205,33 @@ fn writer(store: Arc<dyn LogStore>, pending: Pending, rx: mpsc::Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
-                let raw: Vec<(u64, &[u8])> = batch
-                    .iter()
-                    .flat_map(|(es, _)| es.iter().map(|(i, b)| (*i, b.as_slice())))
-                    .collect();
-                let result = store.append(&raw);
-                if result.is_ok() {
-                    // Now durable: these may leave the tail, unless a later append has
-                    // already replaced an index (after a truncation).
-                    let mut p = lock(&pending);
-                    for (es, _) in &batch {
-                        for (i, b) in es {
-                            p.mark_durable(*i, b);
-                        }
+                let result = match &failed {
+                    Some(e) => Err(StoreError::Engine(format!("log writer stopped after: {e}"))),
+                    None => {
+                        let raw: Vec<(u64, &[u8])> = batch
+                            .iter()
+                            .flat_map(|(es, _)| es.iter().map(|(i, b)| (*i, b.as_slice())))
+                            .collect();
+                        guarded(&mut || store.append(&raw))
                     }
-                    p.trim();
+                };
+                match &result {
+                    Ok(()) => {
+                        // Now durable: these may leave the tail, unless a later append
+                        // has already replaced an index (after a truncation).
+                        let mut p = lock(&pending);
+                        for (es, _) in &batch {
+                            for (i, b) in es {
+                                p.mark_durable(*i, b);
+                            }
+                        }
+                        p.trim();
+                    }
+                    Err(e) if failed.is_none() => {
+                        tracing::error!("log append failed: {e}");
+                        failed = Some(e.to_string());
+                    }
+                    Err(_) => {}
                 }
                 for (_, callback) in batch {
                     let r = match &result {
@@ -206,9 +239,6 @@ fn writer(store: Arc<dyn LogStore>, pending: Pending, rx: mpsc::Receiver<Job>) {
                         Err(e) => Err(io::Error::other(e.to_string())),
                     };
                     callback.io_completed(r);
-                }
-                if let Err(e) = result {
-                    tracing::error!("log append failed: {e}");
                 }
                 if next.is_none() {
                     next = rx.recv().ok();
@@ -253,6 +283,19 @@ impl RaftLogReader<TypeConfig> for LogAdapter {
             stored.into_iter().map(|(i, b)| (i, Arc::new(b))).collect()
         };
         merged.extend(queued);
+        // Entries come back contiguous or not at all: a hole would mean a storage bug,
+        // and openraft must hear about it rather than replicate around it.
+        if let Some(w) = merged
+            .keys()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .find(|w| *w[1] != *w[0] + 1)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("log hole between {} and {}", w[0], w[1]),
+            ));
+        }
         merged
             .values()
             .map(|bytes| wire::decode::<Entry>(bytes).map_err(wire_err))
@@ -277,9 +320,17 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
             Some(b) => Some(b.as_ref().clone()),
             None => self.blocking(|s| s.last_entry()).await?.map(|(_, b)| b),
         };
-        let last_log_id = match last {
+        let last_entry = match last {
             Some(bytes) => Some(wire::decode::<Entry>(&bytes).map_err(wire_err)?.log_id),
-            None => last_purged,
+            None => None,
+        };
+        // A purge records its point before deleting; after a crash in between, or when a
+        // snapshot installed past the end of a short log, entries at or below the purge
+        // point may remain. The log logically ends at the later of the two.
+        let last_log_id = match (last_entry, last_purged) {
+            (Some(e), Some(p)) if e.index <= p.index => Some(p),
+            (Some(e), _) => Some(e),
+            (None, p) => p,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -296,7 +347,16 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.write_meta(MetaKey::Committed, &committed).await
+        // Queued behind the appends it covers, but not awaited: openraft's core awaits
+        // this call, and a restart hint is not worth stalling it behind an fsync.
+        let bytes = wire::encode(&committed).map_err(wire_err)?;
+        let (done, _) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::Op {
+                op: Box::new(move |s: &dyn LogStore| s.put_meta(MetaKey::Committed, &bytes)),
+                done,
+            })
+            .map_err(|_| io::Error::other("log writer stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -422,6 +482,94 @@ mod tests {
             }
         }
         assert!(reader.await.unwrap() > 0, "the reader ran");
+    }
+
+    fn log_id(index: u64) -> crate::raft::LogId {
+        use openraft::vote::RaftLeaderIdExt;
+        type LeaderId = <TypeConfig as openraft::RaftTypeConfig>::LeaderId;
+        crate::raft::LogId::new(LeaderId::new_committed(1, 1), index)
+    }
+
+    fn blank(index: u64) -> crate::raft::Entry {
+        use openraft::entry::RaftEntry;
+        crate::raft::Entry::new_blank(log_id(index))
+    }
+
+    /// A crash between recording a purge point and deleting the entries (or a snapshot
+    /// installed past the end of a short log) leaves entries at or below the purge point:
+    /// the log still reports it ends at the purge point, so the node can restart.
+    #[tokio::test]
+    async fn log_state_after_an_interrupted_purge() {
+        use openraft::storage::{IOFlushed, RaftLogStorage};
+        let store = Arc::new(MemLogStore::new());
+        let mut log = LogAdapter::new(store.clone()).unwrap();
+        log.append((1..=5).map(blank), IOFlushed::noop()).await.unwrap();
+        // Only the first half of purge(10) happened.
+        let bytes = crate::raft::wire::encode(&log_id(10)).unwrap();
+        crate::store::LogStore::put_meta(store.as_ref(), crate::store::MetaKey::LastPurged, &bytes).unwrap();
+        let mut reopened = LogAdapter::new(store).unwrap();
+        let st = reopened.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(10)));
+        assert_eq!(st.last_log_id, Some(log_id(10)));
+    }
+
+    /// A store that fails its second append.
+    struct FailSecond {
+        inner: MemLogStore,
+        appends: std::sync::atomic::AtomicU32,
+    }
+
+    impl crate::store::LogStore for FailSecond {
+        fn append(&self, e: &[(u64, &[u8])]) -> Result<(), crate::store::StoreError> {
+            if self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                return Err(crate::store::StoreError::Invalid("injected".into()));
+            }
+            self.inner.append(e)
+        }
+        fn truncate_after(&self, a: Option<u64>) -> Result<(), crate::store::StoreError> {
+            self.inner.truncate_after(a)
+        }
+        fn purge_upto(&self, u: u64) -> Result<(), crate::store::StoreError> {
+            self.inner.purge_upto(u)
+        }
+        fn read_range(&self, s: u64, e: u64) -> Result<Vec<crate::store::RawEntry>, crate::store::StoreError> {
+            self.inner.read_range(s, e)
+        }
+        fn last_entry(&self) -> Result<Option<crate::store::RawEntry>, crate::store::StoreError> {
+            self.inner.last_entry()
+        }
+        fn put_meta(&self, k: crate::store::MetaKey, v: &[u8]) -> Result<(), crate::store::StoreError> {
+            self.inner.put_meta(k, v)
+        }
+        fn get_meta(&self, k: crate::store::MetaKey) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.inner.get_meta(k)
+        }
+    }
+
+    /// After a failed append nothing later reaches the disk (it would leave a hole in the
+    /// durable log), and every later flush is reported as failed.
+    #[tokio::test]
+    async fn nothing_is_written_after_a_failed_append() {
+        use openraft::storage::{IOFlushed, RaftLogStorage};
+        let store = Arc::new(FailSecond {
+            inner: MemLogStore::new(),
+            appends: Default::default(),
+        });
+        let mut log = LogAdapter::new(store.clone()).unwrap();
+        let mut results = Vec::new();
+        for i in 1..=3u64 {
+            let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+            log.append([blank(i)], IOFlushed::signal(tx)).await.unwrap();
+            results.push(rx.await.unwrap().is_ok());
+        }
+        assert_eq!(results, [true, false, false]);
+        let on_disk: Vec<u64> = crate::store::LogStore::read_range(store.as_ref(), 0, 10)
+            .unwrap()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(on_disk, [1], "entry 3 must not land after the failed entry 2");
+        assert!(log.save_vote(&crate::raft::Vote::new(1, 1)).await.is_err());
     }
 
     /// openraft's own storage test suite passes against the log adapter (with its writer
