@@ -10,14 +10,6 @@ use common::{serial, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-async fn channel(c: &Cluster, i: usize) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{}", c.members[i].rpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// Put through a follower, compare-and-set, get with each consistency, delete — over gRPC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_service_put_get_delete() {
@@ -25,7 +17,7 @@ async fn kv_service_put_get_delete() {
     let c = Cluster::start(3, |_| {}).await;
     let leader = c.wait_leader(LIMIT).await;
     let follower = (leader + 1) % 3;
-    let mut kv = pb::kv_client::KvClient::new(channel(&c, follower).await);
+    let mut kv = pb::kv_client::KvClient::new(c.grpc(follower).await);
     let put = kv
         .put(pb::PutRequest {
             key: "g".into(),
@@ -96,7 +88,7 @@ async fn get_details_and_reflection() {
     let _g = serial().await;
     let c = Cluster::start(1, |_| {}).await;
     c.wait_leader(LIMIT).await;
-    let ch = channel(&c, 0).await;
+    let ch = c.grpc(0).await;
     let d = pb::raft_client::RaftClient::new(ch.clone())
         .get_details(pb::GetDetailsRequest {})
         .await
@@ -139,7 +131,7 @@ async fn reflection_can_be_disabled() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let r = ServerReflectionClient::new(channel(&c, 0).await)
+    let r = ServerReflectionClient::new(c.grpc(0).await)
         .server_reflection_info(tokio_stream::iter([req]))
         .await;
     assert_eq!(r.unwrap_err().code(), tonic::Code::Unimplemented);

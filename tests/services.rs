@@ -139,11 +139,7 @@ async fn user_grpc_services_are_served() {
     }
     let _g = serial().await;
     let c = Cluster::start_with(1, |_| {}, with_user_grpc).await;
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", c.members[0].rpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = c.grpc(0).await;
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

@@ -170,6 +170,15 @@ impl Cluster {
         self.members[i].node.as_ref().expect("node is running")
     }
 
+    /// A connected gRPC channel to node `i`'s RPORT.
+    pub async fn grpc(&self, i: usize) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.members[i].rpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}{}", self.members[i].http, path)
     }
