@@ -163,7 +163,8 @@ pub struct Config {
     pub snapshot_logs: u64,
     /// Leader heartbeat interval (`BRAFT_HEARTBEAT_MS`).
     pub heartbeat_ms: u64,
-    /// Minimum election timeout; the maximum is twice this (`BRAFT_ELECTION_TIMEOUT_MS`).
+    /// Minimum election timeout; the maximum is 1.5x this and is also the leader lease
+    /// (`BRAFT_ELECTION_TIMEOUT_MS`).
     pub election_timeout_ms: u64,
     /// How long a write or read may retry before failing (`BRAFT_REQUEST_TIMEOUT_MS`).
     pub request_timeout_ms: u64,
@@ -190,7 +191,7 @@ impl Default for Config {
             bootstrap_expect: None,
             snapshot_logs: 10_000,
             heartbeat_ms: 100,
-            election_timeout_ms: 600,
+            election_timeout_ms: 500,
             request_timeout_ms: 5_000,
             max_value_bytes: 1 << 20,
             sleep_ms: 0,
@@ -358,7 +359,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "election_timeout_ms",
         env: "BRAFT_ELECTION_TIMEOUT_MS",
         alias: None,
-        help: "minimum election timeout in ms; the maximum is twice it (default 600)",
+        help: "minimum election timeout in ms; the maximum (and leader lease) is 1.5x it (default 500)",
         apply: |c, v| {
             c.election_timeout_ms = parse_num(v, "a number of milliseconds")?;
             Ok(())

@@ -40,7 +40,7 @@ use crate::store::{FileSnapshotStore, LogStore, RedbLogStore, SnapshotStore};
 
 /// Backoff between retries of a request that found no usable leader.
 const RETRY_MIN: Duration = Duration::from_millis(10);
-const RETRY_MAX: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_millis(50);
 
 /// Configures and starts a [`Node`].
 pub struct NodeBuilder {
