@@ -1,6 +1,7 @@
 //! A register per key, as braft's KV service behaves: read, write, and compare-and-set by
-//! value (`?prev_value=`). With unique written values, CAS by value decides exactly what
-//! CAS by version would. (A version-aware model, for `?prev_version=`, is still to come.)
+//! value (`?prev_value=`) or by version (`?prev_version=`). Histories that carry versions
+//! are rewritten by [`resolve_versions`]: with unique written values, a version names a
+//! value, and CAS by version becomes CAS by that value.
 
 use crate::Model;
 
@@ -80,4 +81,108 @@ impl Model for Register {
     fn partition(&self, input: &Input) -> String {
         Self::key(input).to_string()
     }
+}
+
+/// An operation as a braft client records it, with versions: reads report the version
+/// they saw (`X-Braft-Version`), writes the version they got, and a CAS may compare by
+/// version (`?prev_version=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionedInput {
+    Read {
+        key: String,
+    },
+    Write {
+        key: String,
+        value: String,
+    },
+    CasValue {
+        key: String,
+        expect: Option<String>,
+        value: String,
+    },
+    /// `expect == 0`: the key must be absent.
+    CasVersion {
+        key: String,
+        expect: u64,
+        value: String,
+    },
+}
+
+/// What a versioned operation returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionedOutput {
+    /// A read: the value and its version, or absent.
+    Value(Option<(String, u64)>),
+    /// A write or CAS that applied, at this version.
+    Ok(u64),
+    CompareFailed,
+}
+
+/// Rewrites a versioned history into the register model's terms.
+///
+/// Written values must be unique per key. A version names the write that produced it, so
+/// every version observed (from a write's answer or a read) maps to a value, and a CAS by
+/// version becomes a CAS by that value. A CAS naming a version nobody observed cannot
+/// match any state and is checked as expecting an impossible value.
+pub fn resolve_versions(
+    history: &[crate::Operation<VersionedInput, VersionedOutput>],
+) -> Vec<crate::Operation<Input, Output>> {
+    use std::collections::HashMap;
+    let mut seen: HashMap<(String, u64), String> = HashMap::new();
+    for op in history {
+        match (&op.input, op.output.as_ref().map(|(o, _)| o)) {
+            (VersionedInput::Write { key, value }, Some(VersionedOutput::Ok(v)))
+            | (VersionedInput::CasValue { key, value, .. }, Some(VersionedOutput::Ok(v)))
+            | (VersionedInput::CasVersion { key, value, .. }, Some(VersionedOutput::Ok(v))) => {
+                seen.insert((key.clone(), *v), value.clone());
+            }
+            (VersionedInput::Read { key }, Some(VersionedOutput::Value(Some((value, v))))) => {
+                seen.insert((key.clone(), *v), value.clone());
+            }
+            _ => {}
+        }
+    }
+    history
+        .iter()
+        .map(|op| {
+            let input = match &op.input {
+                VersionedInput::Read { key } => Input::Read { key: key.clone() },
+                VersionedInput::Write { key, value } => Input::Write {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+                VersionedInput::CasValue { key, expect, value } => Input::CasValue {
+                    key: key.clone(),
+                    expect: expect.clone(),
+                    value: value.clone(),
+                },
+                VersionedInput::CasVersion { key, expect, value } => Input::CasValue {
+                    key: key.clone(),
+                    expect: match expect {
+                        0 => None,
+                        v => Some(
+                            seen.get(&(key.clone(), *v))
+                                .cloned()
+                                .unwrap_or_else(|| format!("\u{0}unobserved version {v}")),
+                        ),
+                    },
+                    value: value.clone(),
+                },
+            };
+            let output = op.output.as_ref().map(|(o, t)| {
+                let o = match o {
+                    VersionedOutput::Value(v) => Output::Value(v.as_ref().map(|(s, _)| s.clone())),
+                    VersionedOutput::Ok(_) => Output::Ok,
+                    VersionedOutput::CompareFailed => Output::CompareFailed,
+                };
+                (o, *t)
+            });
+            crate::Operation {
+                client: op.client,
+                input,
+                call: op.call,
+                output,
+            }
+        })
+        .collect()
 }
