@@ -174,6 +174,11 @@ pub struct Config {
     pub sleep_ms: u64,
     /// Log entry encoding (`BRAFT_CODEC`): msgpack or json.
     pub codec: Codec,
+    /// A deliberate bug, for tests of the correctness tooling only: serve "linearizable"
+    /// and lease reads from local state without confirming leadership. The checkers must
+    /// catch it; never set it anywhere else.
+    #[doc(hidden)]
+    pub fault_stale_reads: bool,
 }
 
 impl Default for Config {
@@ -196,6 +201,7 @@ impl Default for Config {
             max_value_bytes: 1 << 20,
             sleep_ms: 0,
             codec: Codec::MsgPack,
+            fault_stale_reads: false,
         }
     }
 }

@@ -394,7 +394,7 @@ impl Node {
         consistency: Consistency,
     ) -> Result<Vec<u8>, Error> {
         self.check_service(service)?;
-        if consistency == Consistency::Stale {
+        if consistency == Consistency::Stale || self.inner.config.fault_stale_reads {
             return Ok(self.inner.state.query(service, &payload)?);
         }
         let req = ForwardRequest::Read {
