@@ -174,6 +174,9 @@ pub struct Config {
     pub sleep_ms: u64,
     /// Log entry encoding (`BRAFT_CODEC`): msgpack or json.
     pub codec: Codec,
+    /// The shared secret peers present on every peer RPC (`BRAFT_CLUSTER_TOKEN`); `None`
+    /// leaves peer RPCs open.
+    pub cluster_token: Option<String>,
     /// A deliberate bug, for tests of the correctness tooling only: serve "linearizable"
     /// and lease reads from local state without confirming leadership. The checkers must
     /// catch it; never set it anywhere else.
@@ -201,6 +204,7 @@ impl Default for Config {
             max_value_bytes: 1 << 20,
             sleep_ms: 0,
             codec: Codec::MsgPack,
+            cluster_token: None,
             fault_stale_reads: false,
         }
     }
@@ -388,6 +392,17 @@ pub const SETTINGS: &[Setting] = &[
         help: "largest accepted value in bytes (default 1048576)",
         apply: |c, v| {
             c.max_value_bytes = parse_num(v, "a number of bytes")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "cluster_token",
+        env: "BRAFT_CLUSTER_TOKEN",
+        alias: None,
+        help: "shared secret every peer RPC must carry (default: none, peer RPCs open)",
+        apply: |c, v| {
+            crate::auth::ClusterToken::new(Some(v.trim()))?;
+            c.cluster_token = Some(v.trim().to_string()).filter(|t| !t.is_empty());
             Ok(())
         },
     },

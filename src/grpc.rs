@@ -5,6 +5,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use crate::auth::ClusterToken;
 use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
 use crate::node::forward::{ForwardRequest, HelloRequest, JoinRequest};
 use crate::node::{Consistency, Node};
@@ -13,11 +14,13 @@ use crate::raft::network::{self, MAX_MESSAGE_BYTES};
 use crate::raft::wire;
 
 /// Serves until the node shuts down.
-pub async fn serve(node: Node, listener: TcpListener, user_routes: tonic::service::Routes) {
+pub async fn serve(node: Node, listener: TcpListener, user_routes: tonic::service::Routes, token: ClusterToken) {
     let mut shutdown = node.shutdown_signal();
     let raft = pb::raft_server::RaftServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Every peer RPC must carry the cluster token (when one is configured).
+    let raft = tonic::service::interceptor::InterceptedService::new(raft, token.checker());
     let kv = pb::kv_server::KvServer::new(KvGrpc { node: node.clone() })
         .max_decoding_message_size(node.config().max_value_bytes + 64 * 1024);
     let reflection = node.config().grpc_reflection.then(|| {

@@ -13,6 +13,7 @@
 //! - [`codec`]: how commands become bytes (MessagePack by default, JSON).
 //! - [`error`]: the errors callers can act on.
 
+mod auth;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -137,3 +137,40 @@ async fn reflection_can_be_disabled() {
     assert_eq!(r.unwrap_err().code(), tonic::Code::Unimplemented);
     c.shutdown().await;
 }
+
+/// With BRAFT_CLUSTER_TOKEN set, the cluster works as before among its members, while a
+/// peer RPC without the token, or with a wrong one, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_rpcs_require_the_cluster_token() {
+    let _g = serial().await;
+    let c = Cluster::start(3, |cfg| cfg.cluster_token = Some("s3cret".into())).await;
+    let leader = c.wait_leader(LIMIT).await;
+    // Members sign their RPCs: forwarding from a follower works.
+    c.put_ok((leader + 1) % 3, "guarded", "yes").await;
+    let mut raft = pb::raft_client::RaftClient::new(c.grpc(0).await);
+    let no_token = raft.get_details(pb::GetDetailsRequest {}).await.unwrap_err();
+    assert_eq!(no_token.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(pb::GetDetailsRequest {});
+    req.metadata_mut().insert("x-braft-token", "guess".parse().unwrap());
+    assert_eq!(
+        raft.get_details(req).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    let mut req = tonic::Request::new(pb::GetDetailsRequest {});
+    req.metadata_mut().insert("x-braft-token", "s3cret".parse().unwrap());
+    assert!(raft.get_details(req).await.is_ok());
+    // /raft still gathers every member's details (peers sign those calls too).
+    let raft_status: serde_json::Value = c
+        .client
+        .get(c.url(0, "/raft"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for n in raft_status["nodes"].as_array().unwrap() {
+        assert!(n.get("error").is_none(), "{n}");
+    }
+    c.shutdown().await;
+}

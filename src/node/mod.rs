@@ -170,7 +170,13 @@ impl NodeBuilder {
         };
         let sm = StateMachine::open(self.registry, config.codec, snapshots)?;
         let state = sm.shared();
-        let pool = ChannelPool::new(Duration::from_millis(500));
+        let token = crate::auth::ClusterToken::new(config.cluster_token.as_deref()).map_err(|problem| {
+            crate::config::ConfigError {
+                setting: "BRAFT_CLUSTER_TOKEN".into(),
+                problem,
+            }
+        })?;
+        let pool = ChannelPool::new(Duration::from_millis(500), token.clone());
         let consensus = Consensus::start(id, &config, pool.clone(), log_store, sm)
             .await
             .map_err(Error::Fatal)?;
@@ -200,7 +206,7 @@ impl NodeBuilder {
             "braft node started"
         );
 
-        let grpc = crate::grpc::serve(node.clone(), rpc_listener, self.grpc_routes);
+        let grpc = crate::grpc::serve(node.clone(), rpc_listener, self.grpc_routes, token);
         let http = crate::http::serve(node.clone(), http_listener, self.http_routes);
         let formation = formation::run(node.clone());
         node.spawn(grpc);

@@ -14,6 +14,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RPCTypes, RaftNetworkV2};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{wire, NodeId, Peer, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
@@ -25,18 +26,23 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// gRPC message limit; Raft batches and snapshot chunks stay well below it.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// A channel to a peer that signs every request with the cluster token.
+pub type PeerChannel = InterceptedService<Channel, crate::auth::ClusterToken>;
+
 /// Peer channels, by address. Cheap to clone.
 #[derive(Clone)]
 pub struct ChannelPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    token: crate::auth::ClusterToken,
 }
 
 impl ChannelPool {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, token: crate::auth::ClusterToken) -> Self {
         Self {
             channels: Arc::default(),
             connect_timeout,
+            token,
         }
     }
 
@@ -58,8 +64,8 @@ impl ChannelPool {
     }
 
     /// A `braft.v1.Raft` client for `addr`.
-    pub fn raft_client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
-        Ok(RaftClient::new(self.channel(addr)?)
+    pub fn raft_client(&self, addr: &str) -> Result<RaftClient<PeerChannel>, tonic::transport::Error> {
+        Ok(RaftClient::with_interceptor(self.channel(addr)?, self.token.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
@@ -89,7 +95,7 @@ pub struct PeerClient {
     self_id: NodeId,
     target: NodeId,
     addr: String,
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<RaftClient<PeerChannel>, String>,
 }
 
 fn status_to_rpc<E: std::error::Error>(s: tonic::Status) -> RPCError<TypeConfig, E> {
@@ -100,7 +106,7 @@ fn status_to_rpc<E: std::error::Error>(s: tonic::Status) -> RPCError<TypeConfig,
 }
 
 impl PeerClient {
-    fn client(&self) -> Result<RaftClient<Channel>, Unreachable<TypeConfig>> {
+    fn client(&self) -> Result<RaftClient<PeerChannel>, Unreachable<TypeConfig>> {
         self.client
             .clone()
             .map_err(|e| Unreachable::from_string(format!("bad peer address {}: {e}", self.addr)))
@@ -126,7 +132,7 @@ impl PeerClient {
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        F: FnOnce(RaftClient<Channel>, pb::Opaque) -> Fut,
+        F: FnOnce(RaftClient<PeerChannel>, pb::Opaque) -> Fut,
         Fut: Future<Output = Result<tonic::Response<pb::Opaque>, tonic::Status>>,
     {
         let client = self.client()?;
