@@ -200,29 +200,10 @@ fn check_part<M: Model>(
         if remaining == 0 {
             return Ok(());
         }
-        if entry == 0 {
-            // Only returns of indeterminate operations could end the list, and those come
-            // after every determinate one; reaching the end means backtracking.
-            match calls.pop() {
-                None => break,
-                Some(popped) => {
-                    entry = backtrack(
-                        &mut ev,
-                        &ops,
-                        &call_at,
-                        &ret_at,
-                        &mut linearized,
-                        &mut remaining,
-                        &mut state,
-                        popped,
-                        &unlift,
-                    );
-                    continue;
-                }
-            }
-        }
+        // The end of the list counts as a return: only returns of indeterminate operations
+        // could end it, and those come after every determinate one.
         let e = ev[entry];
-        if e.is_call {
+        if entry != 0 && e.is_call {
             let op = ops[e.op];
             let out = op.output.as_ref().map(|(o, _)| o);
             if let Some(next_state) = model.step(&state, &op.input, out) {
@@ -246,8 +227,8 @@ fn check_part<M: Model>(
             }
             entry = e.next;
         } else {
-            // A return whose operation is not linearized yet: everything before must be
-            // undone and tried in another order.
+            // A return whose operation is not linearized yet (or the end of the list):
+            // everything before must be undone and tried in another order.
             match calls.pop() {
                 None => break,
                 Some(popped) => {
