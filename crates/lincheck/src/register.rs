@@ -88,24 +88,10 @@ impl Model for Register {
 /// version (`?prev_version=`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VersionedInput {
-    Read {
-        key: String,
-    },
-    Write {
-        key: String,
-        value: String,
-    },
-    CasValue {
-        key: String,
-        expect: Option<String>,
-        value: String,
-    },
+    /// Any operation of the plain register model.
+    Plain(Input),
     /// `expect == 0`: the key must be absent.
-    CasVersion {
-        key: String,
-        expect: u64,
-        value: String,
-    },
+    CasVersion { key: String, expect: u64, value: String },
 }
 
 /// What a versioned operation returned.
@@ -130,32 +116,28 @@ pub fn resolve_versions(
     use std::collections::HashMap;
     let mut seen: HashMap<(String, u64), String> = HashMap::new();
     for op in history {
-        match (&op.input, op.output.as_ref().map(|(o, _)| o)) {
-            (VersionedInput::Write { key, value }, Some(VersionedOutput::Ok(v)))
-            | (VersionedInput::CasValue { key, value, .. }, Some(VersionedOutput::Ok(v)))
-            | (VersionedInput::CasVersion { key, value, .. }, Some(VersionedOutput::Ok(v))) => {
-                seen.insert((key.clone(), *v), value.clone());
-            }
-            (VersionedInput::Read { key }, Some(VersionedOutput::Value(Some((value, v))))) => {
-                seen.insert((key.clone(), *v), value.clone());
-            }
-            _ => {}
+        let key = match &op.input {
+            VersionedInput::Plain(i) => Register::key(i),
+            VersionedInput::CasVersion { key, .. } => key,
+        };
+        let value = match (&op.input, op.output.as_ref().map(|(o, _)| o)) {
+            (_, Some(VersionedOutput::Value(Some((value, v))))) => Some((value, *v)),
+            (
+                VersionedInput::Plain(Input::Write { value, .. } | Input::CasValue { value, .. })
+                | VersionedInput::CasVersion { value, .. },
+                Some(VersionedOutput::Ok(v)),
+            ) => Some((value, *v)),
+            _ => None,
+        };
+        if let Some((value, v)) = value {
+            seen.insert((key.to_string(), v), value.clone());
         }
     }
     history
         .iter()
         .map(|op| {
             let input = match &op.input {
-                VersionedInput::Read { key } => Input::Read { key: key.clone() },
-                VersionedInput::Write { key, value } => Input::Write {
-                    key: key.clone(),
-                    value: value.clone(),
-                },
-                VersionedInput::CasValue { key, expect, value } => Input::CasValue {
-                    key: key.clone(),
-                    expect: expect.clone(),
-                    value: value.clone(),
-                },
+                VersionedInput::Plain(i) => i.clone(),
                 VersionedInput::CasVersion { key, expect, value } => Input::CasValue {
                     key: key.clone(),
                     expect: match expect {

@@ -257,15 +257,18 @@ fn explanation_names_the_operations() {
 #[test]
 fn cas_by_version_resolves_through_observed_versions() {
     use braft_lincheck::register::{resolve_versions, VersionedInput as VI, VersionedOutput as VO};
+    let plain = VI::Plain;
     let op = |client, input, call, out: Option<(VO, u64)>| Operation {
         client,
         input,
         call,
         output: out,
     };
-    let w = |v: &str| VI::Write {
-        key: "x".into(),
-        value: v.into(),
+    let w = |v: &str| {
+        plain(Input::Write {
+            key: "x".into(),
+            value: v.into(),
+        })
     };
     let cv = |expect, v: &str| VI::CasVersion {
         key: "x".into(),
@@ -278,7 +281,7 @@ fn cas_by_version_resolves_through_observed_versions() {
         op(3, cv(5, "c"), 4, Some((VO::CompareFailed, 5))),
         op(
             3,
-            VI::Read { key: "x".into() },
+            plain(Input::Read { key: "x".into() }),
             6,
             Some((VO::Value(Some(("b".into(), 9))), 7)),
         ),
