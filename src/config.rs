@@ -6,7 +6,7 @@
 //! environment, command-line flags. The binary builds its flags from [`SETTINGS`], so
 //! every variable has a flag twin and the two can never drift apart.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,37 +35,84 @@ impl ConfigError {
     }
 }
 
-/// How a node finds its peers.
+/// How a node finds its peers (`BRAFT_DISCOVERY`/`BDI`). The running implementations
+/// live in [`crate::discovery`]; this is only the parsed setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Discovery {
     /// A fixed list of peers' raft/gRPC addresses (`host:port`). Empty means "just me":
     /// a one-node cluster.
     Static(Vec<String>),
+    /// mDNS on the local network: `mdns`, or `mdns:<service>` to override
+    /// `MDNS_SERVICE`.
+    Mdns(Option<String>),
+    /// Pods listed through the Kubernetes API (`K8S_*` settings).
+    K8s,
+    /// A DNS name re-resolved periodically (`dns:<name>[:port]`); without a port, peers
+    /// use this node's `BRAFT_RPORT`.
+    Dns { name: String, port: Option<u16> },
 }
 
 impl Discovery {
-    /// braft's URL-like form, shown in `GET /raft`.
-    pub fn describe(&self) -> String {
-        match self {
-            Discovery::Static(peers) => format!("static://{}", peers.join(",")),
-        }
-    }
-
-    /// Parses `static:h1:p1,h2:p2`, or a bare comma list. A missing port means 15000.
+    /// Parses `static:h1:p1,h2:p2` (or a bare comma list), `mdns[:service]`, `k8s`
+    /// (or `kubernetes`) and `dns:name[:port]`. A static peer without a port means 15000.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        if s == "mdns" || s == "mdns://" {
+            return Ok(Discovery::Mdns(None));
+        }
+        if let Some(svc) = s.strip_prefix("mdns:") {
+            let svc = svc.trim_start_matches("//").trim();
+            if svc.is_empty() {
+                return Ok(Discovery::Mdns(None));
+            }
+            check_mdns_service(svc)?;
+            return Ok(Discovery::Mdns(Some(svc.to_string())));
+        }
+        if s == "k8s" || s == "kubernetes" || s.starts_with("k8s:") || s.starts_with("kubernetes:") {
+            return Ok(Discovery::K8s);
+        }
+        if let Some(rest) = s.strip_prefix("dns:") {
+            let rest = rest.trim_start_matches("//").trim();
+            if rest.is_empty() {
+                return Err("'dns:' needs a name, e.g. dns:braft-headless.default.svc.cluster.local:15000".into());
+            }
+            let (name, port) = match rest.rsplit_once(':') {
+                Some((n, p)) if !n.contains(':') => (n, Some(parse_port(p).map_err(|e| format!("'{s}': {e}"))?)),
+                _ => (rest, None),
+            };
+            return Ok(Discovery::Dns {
+                name: name.to_string(),
+                port,
+            });
+        }
         let list = s.strip_prefix("static:").unwrap_or(s);
         let list = list.strip_prefix("//").unwrap_or(list);
-        if s.starts_with("mdns") || s.starts_with("k8s") || s.starts_with("dns:") {
-            return Err(format!(
-                "'{s}': this build supports static discovery only (static:host:port,...)"
-            ));
-        }
         let mut peers = Vec::new();
         for item in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             peers.push(normalize_peer(item)?);
         }
         Ok(Discovery::Static(peers))
+    }
+
+    /// Whether this is the static list, whose members alone may form the cluster.
+    pub fn is_static(&self) -> bool {
+        matches!(self, Discovery::Static(_))
+    }
+}
+
+/// An mDNS service type such as `_braft._tcp`.
+fn check_mdns_service(svc: &str) -> Result<(), String> {
+    let bare = svc.trim_end_matches('.').trim_end_matches(".local");
+    let ok = bare.starts_with('_')
+        && (bare.ends_with("._tcp") || bare.ends_with("._udp"))
+        && bare.len() > 6
+        && bare.split('.').next().is_some_and(|l| l.len() <= 16);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{svc}' is not an mDNS service type (e.g. _braft._tcp; the name is at most 15 characters)"
+        ))
     }
 }
 
@@ -177,6 +224,39 @@ pub struct Config {
     /// The shared secret peers present on every peer RPC (`BRAFT_CLUSTER_TOKEN`); `None`
     /// leaves peer RPCs open.
     pub cluster_token: Option<String>,
+    /// The mDNS service type advertised and browsed (`MDNS_SERVICE`/`MDS`).
+    pub mdns_service: String,
+    /// The namespace whose pods Kubernetes discovery lists (`K8S_NAMESPACE`/`K8N`);
+    /// `None` means the pod's own, read from the service account.
+    pub k8s_namespace: Option<String>,
+    /// The label selector of the braft pods (`K8S_LABELS`/`K8L`).
+    pub k8s_labels: String,
+    /// The container port (by name) peers listen on (`K8S_PORTNAME`/`K8P`); `None`
+    /// means `BRAFT_RPORT`.
+    pub k8s_port_name: Option<String>,
+    /// A delay before Kubernetes discovery first lists pods (`K8S_SLEEP`).
+    pub k8s_sleep_ms: u64,
+    /// The Kubernetes API base URL (`BRAFT_K8S_API`); `None` means the in-cluster
+    /// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    pub k8s_api: Option<String>,
+    /// The DNS server DNS discovery asks (`BRAFT_DNS_SERVER`); `None` means the
+    /// system's resolver configuration.
+    pub dns_server: Option<SocketAddr>,
+    /// A learner is promoted only within this many entries of the leader's log
+    /// (`BRAFT_MAX_TRAILING_LOGS`).
+    pub max_trailing_logs: u64,
+    /// ...and only after it has been healthy this long (`BRAFT_STABILIZATION`).
+    pub stabilization_ms: u64,
+    /// The most voters autopilot keeps; an odd number (`BRAFT_MAX_VOTERS`).
+    pub max_voters: usize,
+    /// A node that has not acknowledged the leader for this long is removed
+    /// (`BRAFT_DEAD_NODE_TIMEOUT`).
+    pub dead_node_timeout_ms: u64,
+    /// Dead voters are never removed below this many voters (`BRAFT_MIN_QUORUM`).
+    pub min_quorum: usize,
+    /// Leave the cluster on SIGTERM (`BRAFT_LEAVE_ON_SHUTDOWN`); off by default, since
+    /// rolling restarts are common.
+    pub leave_on_shutdown: bool,
     /// A deliberate bug, for tests of the correctness tooling only: serve "linearizable"
     /// and lease reads from local state without confirming leadership. The checkers must
     /// catch it; never set it anywhere else.
@@ -205,6 +285,19 @@ impl Default for Config {
             sleep_ms: 0,
             codec: Codec::MsgPack,
             cluster_token: None,
+            mdns_service: "_braft._tcp".into(),
+            k8s_namespace: None,
+            k8s_labels: "app=braft".into(),
+            k8s_port_name: None,
+            k8s_sleep_ms: 0,
+            k8s_api: None,
+            dns_server: None,
+            max_trailing_logs: 250,
+            stabilization_ms: 10_000,
+            max_voters: 5,
+            dead_node_timeout_ms: 60_000,
+            min_quorum: 3,
+            leave_on_shutdown: false,
             fault_stale_reads: false,
         }
     }
@@ -236,7 +329,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "discovery",
         env: "BRAFT_DISCOVERY",
         alias: Some("BDI"),
-        help: "peer discovery: static:host:port,host:port (a bare list means static too)",
+        help: "peer discovery: static:host:port,... | mdns[:service] | k8s | dns:name[:port]",
         apply: |c, v| {
             c.discovery = Discovery::parse(v)?;
             Ok(())
@@ -339,7 +432,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "bootstrap_expect",
         env: "BRAFT_BOOTSTRAP_EXPECT",
         alias: None,
-        help: "fresh nodes that must meet before the cluster forms (default: static list length)",
+        help: "fresh nodes that must meet before the cluster forms (default: static list length, else 3)",
         apply: |c, v| {
             c.bootstrap_expect = Some(parse_num(v, "a positive integer")?);
             Ok(())
@@ -403,6 +496,144 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| {
             crate::auth::ClusterToken::new(Some(v.trim()))?;
             c.cluster_token = Some(v.trim().to_string()).filter(|t| !t.is_empty());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "mdns_service",
+        env: "MDNS_SERVICE",
+        alias: Some("MDS"),
+        help: "mDNS service type to advertise and browse (default _braft._tcp)",
+        apply: |c, v| {
+            check_mdns_service(v.trim())?;
+            c.mdns_service = v.trim().to_string();
+            Ok(())
+        },
+    },
+    Setting {
+        key: "k8s_namespace",
+        env: "K8S_NAMESPACE",
+        alias: Some("K8N"),
+        help: "Kubernetes namespace to list pods in (default: the pod's own)",
+        apply: |c, v| {
+            c.k8s_namespace = Some(v.trim().to_string()).filter(|s| !s.is_empty());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "k8s_labels",
+        env: "K8S_LABELS",
+        alias: Some("K8L"),
+        help: "label selector of the braft pods, e.g. app=braft (default app=braft)",
+        apply: |c, v| {
+            if v.trim().is_empty() {
+                return Err("must not be empty: it selects the braft pods".into());
+            }
+            c.k8s_labels = v.trim().to_string();
+            Ok(())
+        },
+    },
+    Setting {
+        key: "k8s_portname",
+        env: "K8S_PORTNAME",
+        alias: Some("K8P"),
+        help: "name of the container port peers listen on (default: BRAFT_RPORT)",
+        apply: |c, v| {
+            c.k8s_port_name = Some(v.trim().to_string()).filter(|s| !s.is_empty());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "k8s_sleep",
+        env: "K8S_SLEEP",
+        alias: None,
+        help: "wait this long before first listing pods, e.g. 5s (default none)",
+        apply: |c, v| {
+            c.k8s_sleep_ms = parse_duration(v)?.as_millis() as u64;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "k8s_api",
+        env: "BRAFT_K8S_API",
+        alias: None,
+        help: "Kubernetes API URL (default: in-cluster https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)",
+        apply: |c, v| {
+            let v = v.trim().trim_end_matches('/');
+            if !(v.starts_with("https://") || v.starts_with("http://")) {
+                return Err(format!("'{v}' is not an http(s) URL"));
+            }
+            c.k8s_api = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "dns_server",
+        env: "BRAFT_DNS_SERVER",
+        alias: None,
+        help: "DNS server for dns: discovery, ip:port (default: the system resolver)",
+        apply: |c, v| {
+            c.dns_server = Some(v.trim().parse().map_err(|_| format!("'{v}' is not ip:port"))?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_trailing_logs",
+        env: "BRAFT_MAX_TRAILING_LOGS",
+        alias: None,
+        help: "promote a learner only within this many entries of the leader (default 250)",
+        apply: |c, v| {
+            c.max_trailing_logs = parse_num(v, "a number of entries")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "stabilization",
+        env: "BRAFT_STABILIZATION",
+        alias: None,
+        help: "promote a learner only after it has been healthy this long (default 10s)",
+        apply: |c, v| {
+            c.stabilization_ms = parse_duration(v)?.as_millis() as u64;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_voters",
+        env: "BRAFT_MAX_VOTERS",
+        alias: None,
+        help: "most voters kept; extra nodes stay learners; odd (default 5)",
+        apply: |c, v| {
+            c.max_voters = parse_num(v, "an odd positive integer")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "dead_node_timeout",
+        env: "BRAFT_DEAD_NODE_TIMEOUT",
+        alias: None,
+        help: "remove a node silent for this long (default 60s; 0 turns removal off)",
+        apply: |c, v| {
+            c.dead_node_timeout_ms = parse_duration(v)?.as_millis() as u64;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "min_quorum",
+        env: "BRAFT_MIN_QUORUM",
+        alias: None,
+        help: "never remove dead voters below this many voters (default 3)",
+        apply: |c, v| {
+            c.min_quorum = parse_num(v, "a positive integer")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "leave_on_shutdown",
+        env: "BRAFT_LEAVE_ON_SHUTDOWN",
+        alias: None,
+        help: "leave the cluster on SIGTERM, handing over leadership first (default off)",
+        apply: |c, v| {
+            c.leave_on_shutdown = parse_bool(v)?;
             Ok(())
         },
     },
@@ -519,17 +750,91 @@ impl Config {
         if !(1..=(32 << 20)).contains(&self.max_value_bytes) {
             return Err(ConfigError::new("BRAFT_MAX_VALUE_BYTES", "allowed: 1..33554432"));
         }
+        if self.max_voters == 0 || self.max_voters % 2 == 0 {
+            return Err(ConfigError::new(
+                "BRAFT_MAX_VOTERS",
+                format!(
+                    "{} must be odd (1, 3, 5, 7, ...): an even count adds no fault tolerance",
+                    self.max_voters
+                ),
+            ));
+        }
+        if self.min_quorum == 0 || self.min_quorum > self.max_voters {
+            return Err(ConfigError::new(
+                "BRAFT_MIN_QUORUM",
+                format!(
+                    "{} must be between 1 and BRAFT_MAX_VOTERS ({})",
+                    self.min_quorum, self.max_voters
+                ),
+            ));
+        }
+        let lease = self.election_timeout_ms + self.election_timeout_ms / 2;
+        if self.dead_node_timeout_ms != 0 && self.dead_node_timeout_ms < 2 * lease {
+            return Err(ConfigError::new(
+                "BRAFT_DEAD_NODE_TIMEOUT",
+                format!(
+                    "{} ms is too short: at least twice the maximum election timeout ({} ms), or 0 for never",
+                    self.dead_node_timeout_ms,
+                    2 * lease
+                ),
+            ));
+        }
+        if self.stabilization_ms > 3_600_000 {
+            return Err(ConfigError::new("BRAFT_STABILIZATION", "allowed: at most 1h"));
+        }
+        if self.k8s_sleep_ms > 3_600_000 {
+            return Err(ConfigError::new("K8S_SLEEP", "allowed: at most 1h"));
+        }
         if self.sleep_ms > 3_600_000 {
             return Err(ConfigError::new("BRAFT_SLEEP", "allowed: at most 1h"));
         }
         Ok(())
     }
 
-    /// The static peer list.
+    /// The static peer list (empty for the other discovery methods).
     pub fn static_peers(&self) -> &[String] {
         match &self.discovery {
             Discovery::Static(p) => p,
+            _ => &[],
         }
+    }
+
+    /// How many fresh nodes must meet before one forms the cluster: the setting, else
+    /// the static list's length (at least 1), else 3.
+    pub fn expected_bootstrap(&self) -> usize {
+        match (&self.discovery, self.bootstrap_expect) {
+            (_, Some(n)) => n,
+            (Discovery::Static(p), None) => p.len().max(1),
+            (_, None) => 3,
+        }
+    }
+
+    /// The mDNS service type in use: the one in `mdns:<service>`, else `MDNS_SERVICE`.
+    pub fn mdns_service_type(&self) -> &str {
+        match &self.discovery {
+            Discovery::Mdns(Some(s)) => s,
+            _ => &self.mdns_service,
+        }
+    }
+
+    /// The discovery method in braft's URL-like form, shown in `GET /raft`.
+    pub fn describe_discovery(&self) -> String {
+        match &self.discovery {
+            Discovery::Static(peers) => format!("static://{}", peers.join(",")),
+            Discovery::Mdns(_) => format!("mdns://{}", self.mdns_service_type()),
+            Discovery::K8s => format!(
+                "k8s://ns={}/labels={}/portName={}",
+                self.k8s_namespace.as_deref().unwrap_or(""),
+                self.k8s_labels,
+                self.k8s_port_name.clone().unwrap_or_else(|| self.rport.to_string())
+            ),
+            Discovery::Dns { name, port } => format!("dns://{name}:{}", port.unwrap_or(self.rport)),
+        }
+    }
+
+    /// The election timeout range's maximum, which is also the leader lease.
+    pub fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_ms + self.election_timeout_ms / 2)
     }
 
     /// The HTTP port: `hport`, or `rport + 2`.
@@ -601,7 +906,28 @@ mod tests {
         );
         assert_eq!(Discovery::parse("").unwrap(), Discovery::Static(vec![]));
         assert!(Discovery::parse("a:notaport").is_err());
-        assert!(Discovery::parse("mdns").is_err());
+        assert_eq!(Discovery::parse("mdns").unwrap(), Discovery::Mdns(None));
+        assert_eq!(
+            Discovery::parse("mdns:_kv._tcp").unwrap(),
+            Discovery::Mdns(Some("_kv._tcp".into()))
+        );
+        assert!(Discovery::parse("mdns:printer").is_err());
+        assert_eq!(Discovery::parse("k8s").unwrap(), Discovery::K8s);
+        assert_eq!(
+            Discovery::parse("dns:braft.default.svc:16000").unwrap(),
+            Discovery::Dns {
+                name: "braft.default.svc".into(),
+                port: Some(16000)
+            }
+        );
+        assert_eq!(
+            Discovery::parse("dns:braft").unwrap(),
+            Discovery::Dns {
+                name: "braft".into(),
+                port: None
+            }
+        );
+        assert!(Discovery::parse("dns:").is_err());
     }
 
     /// Bad values name the variable that carried them.
@@ -634,6 +960,9 @@ mod tests {
         assert_eq!(bad(|c| c.snapshot_logs = 0), "BRAFT_SNAPSHOT_LOGS");
         assert_eq!(bad(|c| c.node_id = Some(0)), "BRAFT_NODE_ID");
         assert_eq!(bad(|c| c.max_value_bytes = 0), "BRAFT_MAX_VALUE_BYTES");
+        assert_eq!(bad(|c| c.max_voters = 4), "BRAFT_MAX_VOTERS");
+        assert_eq!(bad(|c| c.min_quorum = 7), "BRAFT_MIN_QUORUM");
+        assert_eq!(bad(|c| c.dead_node_timeout_ms = 100), "BRAFT_DEAD_NODE_TIMEOUT");
         assert_eq!(
             bad(|c| {
                 c.discovery = Discovery::Static(vec!["a:1".into()]);
@@ -649,6 +978,26 @@ mod tests {
             }),
             "BRAFT_BOOTSTRAP_EXPECT"
         );
+    }
+
+    /// braft's describe strings, and the bootstrap default per method.
+    #[test]
+    fn discovery_descriptions_and_expect() {
+        let mut c = Config::default();
+        c.apply_env(&env(&[("BDI", "mdns"), ("MDS", "_kv._tcp")])).unwrap();
+        assert_eq!(c.describe_discovery(), "mdns://_kv._tcp");
+        assert_eq!(c.expected_bootstrap(), 3);
+        c.apply_env(&env(&[
+            ("BDI", "k8s"),
+            ("K8N", "prod"),
+            ("K8L", "app=kv"),
+            ("K8P", "raft"),
+        ]))
+        .unwrap();
+        assert_eq!(c.describe_discovery(), "k8s://ns=prod/labels=app=kv/portName=raft");
+        c.apply_env(&env(&[("BDI", "a:1,b:1")])).unwrap();
+        assert_eq!(c.describe_discovery(), "static://a:1,b:1");
+        assert_eq!(c.expected_bootstrap(), 2);
     }
 
     /// A TOML file gives the same keys; unknown keys are refused.

@@ -131,6 +131,20 @@ impl pb::raft_server::Raft for PeerService {
         }))
     }
 
+    async fn leave(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        let leave: crate::node::forward::LeaveRequest = wire::decode(&req.into_inner().data)?;
+        let reply = self.node.handle_leave(leave).await;
+        Ok(Response::new(pb::Opaque {
+            data: wire::encode(&reply)?,
+        }))
+    }
+
+    async fn autopilot(&self, _req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        Ok(Response::new(pb::Opaque {
+            data: wire::encode(&self.node.autopilot_report())?,
+        }))
+    }
+
     async fn get_details(
         &self,
         _req: Request<pb::GetDetailsRequest>,

@@ -187,6 +187,7 @@ pub fn router(node: Node) -> Router {
             get(compat_get).post(compat_post).put(compat_post).delete(compat_delete),
         )
         .route("/raft", get(raft_status))
+        .route("/v1/cluster/autopilot", get(autopilot))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -513,12 +514,25 @@ async fn raft_status(State(node): State<Node>) -> Response {
     Json(node.cluster_status().await).into_response()
 }
 
-/// 200 once this node knows a leader and has applied everything committed.
+/// `GET /v1/cluster/autopilot`: the leader's autopilot report (asked of the leader when
+/// this node does not lead).
+async fn autopilot(State(node): State<Node>) -> ApiResult<Response> {
+    Ok(Json(node.cluster_autopilot().await?).into_response())
+}
+
+/// 200 once this node belongs to the cluster, knows a leader and has applied everything
+/// committed; and also while it is a fresh node still forming a new cluster, so that
+/// Kubernetes discovery (which lists ready pods only) can find it — before formation
+/// there is no cluster that could serve anyway.
 async fn ready(State(node): State<Node>) -> Response {
     let st = node.raft_status();
-    let ok = st.leader.is_some() && st.applied_index >= st.commit_index && st.initialized;
+    let member = st.members.contains_key(&node.id());
+    let serving = member && st.leader.is_some() && st.applied_index >= st.commit_index;
+    let forming = st.pristine && !node.cluster_seen();
+    let ok = serving || forming;
     let body = Json(json!({
         "ready": ok,
+        "phase": if serving { "serving" } else if forming { "forming" } else if member { "catching-up" } else { "joining" },
         "leader": st.leader.map(|l| l.to_string()),
         "commitIndex": st.commit_index,
         "appliedIndex": st.applied_index,

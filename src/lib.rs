@@ -16,6 +16,7 @@
 mod auth;
 pub mod codec;
 pub mod config;
+pub mod discovery;
 pub mod error;
 mod grpc;
 pub mod http;

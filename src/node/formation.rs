@@ -1,10 +1,11 @@
-//! Safe cluster formation and joining, for static discovery.
+//! Safe cluster formation and joining, for every discovery method.
 //!
 //! The rule that keeps the brain whole:
 //! - Only a *pristine* node (no term, no log, no snapshot) may take part in forming a new
-//!   cluster, and only if it is in the static list itself.
+//!   cluster; with static discovery, only if it is in the list itself.
 //! - It waits until it has reached `BRAFT_BOOTSTRAP_EXPECT` distinct pristine nodes
-//!   (itself included) and none of the peers it reached belongs to a cluster.
+//!   (itself included; default: the static list's length, else 3) and none of the
+//!   peers it reached belongs to a cluster.
 //! - Then the one with the lowest node id asks each of them for a *promise* to back it.
 //!   A node promises at most one initializer, ever (the promise is kept on disk), and
 //!   the lowest node initializes the cluster with all of them as voters only once every
@@ -12,44 +13,62 @@
 //!   groups that could each form a cluster share a node, which backs only one of them —
 //!   even when peers see each other only one way. The others wait for its leader.
 //! - A node that finds an existing cluster asks its leader to join: it is added as a
-//!   learner and promoted to voter once it has caught up.
-//! - A node with stored state never bootstraps.
+//!   learner, and autopilot promotes it once it has caught up and stayed healthy.
+//! - A node with stored state never bootstraps. A member that hears no leader for a
+//!   while asks its discovered peers whether the cluster still counts it (with its
+//!   current address); if not — it was removed while away, or its address changed —
+//!   it rejoins through the leader, keeping its identity.
+//!
+//! The loop runs for the node's lifetime.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::forward::{HelloReply, HelloRequest, JoinReply, JoinRequest, PromiseReply, PromiseRequest};
+use super::forward::{HelloReply, HelloRequest, JoinReply, JoinRequest, LeaveRequest, PromiseReply, PromiseRequest};
 use super::Node;
 use crate::raft::{wire, NodeId, Peer};
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 const LOG_EVERY: Duration = Duration::from_secs(2);
-/// A learner within this many entries of the leader's log is promoted.
-const PROMOTE_LAG: u64 = 250;
+/// A member that has heard no leader for this long checks whether it still belongs.
+const LEADERLESS_CHECK: Duration = Duration::from_secs(3);
 
-/// Runs until this node is a voter or a learner of a cluster, or until shutdown.
+/// Runs until shutdown: forms or joins a cluster, and rejoins when the cluster has moved
+/// on without this node.
 pub async fn run(node: Node) {
     let mut shutdown = node.shutdown_signal();
     let mut last_log = Instant::now() - LOG_EVERY;
+    let mut leaderless_since: Option<Instant> = None;
+    let mut was_member = false;
     loop {
         if *shutdown.borrow() {
             return;
         }
         let st = node.status();
-        if st.voters.contains(&node.id()) {
-            tracing::info!(id = node.id(), "voter of the cluster");
-            return;
-        }
-        let msg = if st.members.contains_key(&node.id()) {
-            // A learner: keep asking the current leader, so that a promotion cut short
-            // by a leader change is picked up again by the next leader.
-            match st.leader.and_then(|l| st.peer(l).cloned()) {
-                Some(leader) => join(&node, &leader).await.err(),
-                None => None,
+        let member = st.members.get(&node.id());
+        let msg = if let Some(addr) = member {
+            if !was_member {
+                tracing::info!(
+                    id = node.id(),
+                    voter = st.voters.contains(&node.id()),
+                    "member of the cluster"
+                );
+                was_member = true;
             }
-            .map(|e| format!("learner waiting for promotion: {e}"))
+            if addr.rpc_addr != node.peer().rpc_addr {
+                // Our address changed (a rescheduled pod): tell the leader.
+                rejoin(&node, &st).await
+            } else if st.leader.is_some() {
+                leaderless_since = None;
+                None
+            } else if leaderless_since.get_or_insert_with(Instant::now).elapsed() >= LEADERLESS_CHECK {
+                check_still_member(&node).await
+            } else {
+                None
+            }
         } else {
+            was_member = false;
             step(&node, st.pristine).await
         };
         if let Some(msg) = msg {
@@ -58,20 +77,69 @@ pub async fn run(node: Node) {
                 last_log = Instant::now();
             }
         }
+        let pause = if member.is_some() {
+            PROBE_INTERVAL * 5
+        } else {
+            PROBE_INTERVAL
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Asks the leader (as far as this node knows it) to record this node's current address.
+async fn rejoin(node: &Node, st: &crate::raft::consensus::RaftStatus) -> Option<String> {
+    let leader = st.leader.and_then(|l| st.peer(l).cloned())?;
+    match join(node, &leader).await {
+        Ok(()) => Some("asked the leader to record this node's new address".into()),
+        Err(e) => Some(format!("address update via the leader failed: {e}")),
+    }
+}
+
+/// A member without a leader: if a reachable peer knows a leader whose membership lacks
+/// this node (or has it at another address), rejoin through that leader.
+async fn check_still_member(node: &Node) -> Option<String> {
+    let peers = node.discovered_peers();
+    let replies = futures::future::join_all(peers.iter().map(|a| hello(node, a))).await;
+    for r in replies.into_iter().flatten() {
+        if r.id == node.id() || !r.initialized {
+            continue;
+        }
+        if let Some((lid, leader)) = &r.leader {
+            if r.your_member_addr.as_deref() == Some(node.peer().rpc_addr.as_str()) {
+                return Some(format!(
+                    "no leader here, but node {} follows leader {lid}; waiting",
+                    r.id
+                ));
+            }
+            tracing::info!(
+                leader = lid,
+                "the cluster no longer counts this node at this address; rejoining"
+            );
+            return Some(match join(node, leader).await {
+                Ok(()) => format!("asked leader {lid} to take this node back as a learner"),
+                Err(e) => format!("rejoin via leader {lid} failed: {e}"),
+            });
+        }
+    }
+    Some("member without a leader; no peer knows one either".into())
 }
 
 /// One round: probe the peers, then join, bootstrap or wait. Returns what we wait for.
 async fn step(node: &Node, pristine: bool) -> Option<String> {
     let me = node.peer().clone();
+    let Some(discovered) = node.discovery_answer() else {
+        return Some("waiting for discovery's first answer".into());
+    };
+    let fixed = node.inner.discovery.is_static();
     // Entries may be host names: this node is whichever entry resolves to its address.
     let mut peers: Vec<String> = Vec::new();
-    let mut in_list = node.config().static_peers().is_empty(); // empty: a one-node cluster
-    for entry in node.config().static_peers() {
+    // A static list names who may form the cluster (empty: a one-node cluster); any
+    // other method lets every discovered pristine node take part.
+    let mut in_list = !fixed || discovered.is_empty();
+    for entry in &discovered {
         if is_me(entry, &me.rpc_addr).await {
             in_list = true;
         } else {
@@ -89,6 +157,11 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
         }
     }
 
+    if reached.iter().any(|r| r.initialized) {
+        node.inner
+            .cluster_seen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     // An existing cluster wins: join it.
     if let Some(leader) = reached.iter().find_map(|r| r.leader.clone()) {
         return match join(node, &leader.1).await {
@@ -109,10 +182,11 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
         ));
     }
 
-    let expect = node
-        .config()
-        .bootstrap_expect
-        .unwrap_or(node.config().static_peers().len().max(1));
+    let expect = match node.config().bootstrap_expect {
+        Some(n) => n,
+        None if fixed => discovered.len().max(1),
+        None => 3,
+    };
     let mut fresh: BTreeMap<NodeId, Peer> = reached
         .iter()
         .filter(|r| r.pristine)
@@ -124,7 +198,7 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
             "waiting for {} more peers: {}",
             expect - fresh.len(),
             if missing.is_empty() {
-                "(reached but not pristine)".to_string()
+                "(none discovered yet, or reached but not pristine)".to_string()
             } else {
                 missing.join(", ")
             }
@@ -137,6 +211,9 @@ async fn step(node: &Node, pristine: bool) -> Option<String> {
             fresh.len()
         ));
     }
+    // At most BRAFT_MAX_VOTERS initial voters, the lowest ids; the rest join later as
+    // learners.
+    let fresh: BTreeMap<NodeId, Peer> = fresh.into_iter().take(node.config().max_voters).collect();
     // Collect the promises: our own first, then every other member's.
     if let PromiseReply::Refused(why) = node.handle_promise(node.id()) {
         return Some(format!("not bootstrapping: {why}"));
@@ -246,9 +323,10 @@ async fn join(node: &Node, leader: &Peer) -> Result<(), String> {
 
 impl Node {
     /// Answers a formation probe.
-    pub(crate) fn handle_hello(&self, _req: HelloRequest) -> HelloReply {
+    pub(crate) fn handle_hello(&self, req: HelloRequest) -> HelloReply {
         let st = self.status();
         HelloReply {
+            your_member_addr: st.peer(req.from).map(|p| p.rpc_addr.clone()),
             id: self.id(),
             peer: self.peer().clone(),
             pristine: st.pristine,
@@ -278,7 +356,9 @@ impl Node {
         }
     }
 
-    /// Adds a joining node as a learner (leader only) and starts its promotion.
+    /// Adds a joining node as a learner (leader only); autopilot promotes it later. A
+    /// member that joins again with a new address gets its address updated.
+    /// Idempotent: joining twice changes nothing.
     pub(crate) async fn handle_join(&self, req: JoinRequest) -> JoinReply {
         let st = self.status();
         if !st.is_leader() {
@@ -286,55 +366,104 @@ impl Node {
                 leader: st.leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
             };
         }
-        if st.voters.contains(&req.id) {
-            return JoinReply::Accepted;
-        }
-        if !st.members.contains_key(&req.id) {
-            tracing::info!(id = req.id, addr = %req.peer.rpc_addr, "adding learner");
-            if let Err(e) = self.consensus().add_learner(req.id, req.peer.clone()).await {
-                return JoinReply::Failed(format!("add learner: {e}"));
+        let result = match st.members.get(&req.id) {
+            Some(p) if *p == req.peer => return JoinReply::Accepted,
+            Some(old) => {
+                tracing::info!(id = req.id, old = %old.rpc_addr, new = %req.peer.rpc_addr, "member moved; updating its address");
+                self.consensus().update_peer(req.id, req.peer.clone()).await
             }
+            None => {
+                tracing::info!(id = req.id, addr = %req.peer.rpc_addr, "adding learner");
+                self.consensus().add_learner(req.id, req.peer.clone()).await
+            }
+        };
+        match result {
+            Ok(()) => JoinReply::Accepted,
+            Err(e) => JoinReply::Failed(format!("membership change: {e}")),
         }
-        self.spawn_promotion(req.id);
-        JoinReply::Accepted
     }
 
-    /// Promotes learner `id` to voter once it has caught up, unless leadership is lost.
-    fn spawn_promotion(&self, id: NodeId) {
-        {
-            let mut p = self.inner.promoting.lock().unwrap_or_else(|p| p.into_inner());
-            if !p.insert(id) {
-                return;
-            }
+    /// Removes a leaving node (leader only). Idempotent.
+    pub(crate) async fn handle_leave(&self, req: LeaveRequest) -> JoinReply {
+        let st = self.status();
+        if !st.is_leader() {
+            return JoinReply::NotLeader {
+                leader: st.leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
+            };
         }
-        let node = self.clone();
-        self.spawn(async move {
-            let give_up = Instant::now() + Duration::from_secs(600);
-            while Instant::now() < give_up && !node.is_shutting_down() {
-                let st = node.status();
-                if !st.is_leader() || !st.members.contains_key(&id) || st.voters.contains(&id) {
-                    break;
-                }
-                let matched = st.matched.get(&id).copied().unwrap_or(0);
-                if matched > 0 && matched + PROMOTE_LAG >= st.last_log_index {
-                    tracing::info!(
-                        id,
-                        matched,
-                        last = st.last_log_index,
-                        "learner caught up; promoting to voter"
-                    );
-                    match node.consensus().promote(BTreeSet::from([id])).await {
-                        Ok(()) => break,
-                        Err(e) => tracing::warn!(id, "promotion failed, will retry: {e}"),
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        if req.id == self.id() {
+            return JoinReply::Failed("the leader cannot remove itself; transfer leadership first".into());
+        }
+        let result = if st.voters.contains(&req.id) {
+            tracing::info!(id = req.id, "voter leaving; removing it");
+            self.consensus().remove_voter(req.id).await
+        } else if st.members.contains_key(&req.id) {
+            tracing::info!(id = req.id, "learner leaving; removing it");
+            self.consensus().remove_learner(req.id).await
+        } else {
+            Ok(())
+        };
+        match result {
+            Ok(()) => JoinReply::Accepted,
+            Err(e) => JoinReply::Failed(format!("membership change: {e}")),
+        }
+    }
+
+    /// Leaves the cluster: hands leadership over first if this node leads, then asks
+    /// the leader to remove it. Used on SIGTERM when `BRAFT_LEAVE_ON_SHUTDOWN` is set.
+    pub async fn leave(&self) -> Result<(), crate::Error> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let unavailable = |reason: String| crate::Error::Unavailable { reason, leader: None };
+        loop {
+            let st = self.status();
+            if !st.members.contains_key(&self.id()) {
+                tracing::info!("left the cluster");
+                return Ok(());
             }
-            node.inner
-                .promoting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-        });
+            if Instant::now() >= deadline {
+                return Err(unavailable("could not leave the cluster within 15 s".into()));
+            }
+            if st.is_leader() {
+                // Hand over to the most caught-up other voter.
+                let to = st
+                    .voters
+                    .iter()
+                    .filter(|v| **v != self.id())
+                    .max_by_key(|v| st.matched.get(v).copied().unwrap_or(0));
+                match to {
+                    Some(to) => {
+                        tracing::info!(to, "leaving: transferring leadership first");
+                        if let Err(e) = self.consensus().transfer_leader(*to).await {
+                            tracing::warn!("leadership transfer failed: {e}");
+                        }
+                    }
+                    None => return Err(unavailable("the only voter cannot leave its cluster".into())),
+                }
+            } else if let Some(leader) = st.leader.and_then(|l| st.peer(l).cloned()) {
+                match leave_via(self, &leader).await {
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!("leave request failed: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn leave_via(node: &Node, leader: &Peer) -> Result<(), String> {
+    let mut client = node
+        .inner
+        .pool
+        .raft_client(&leader.rpc_addr)
+        .map_err(|e| e.to_string())?;
+    let data = wire::encode(&LeaveRequest { id: node.id() }).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.leave(crate::pb::Opaque { data }))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    match wire::decode::<JoinReply>(&resp.into_inner().data).map_err(|e| e.to_string())? {
+        JoinReply::Accepted => Ok(()),
+        JoinReply::NotLeader { leader } => Err(format!("not the leader (leader: {leader:?})")),
+        JoinReply::Failed(e) => Err(e),
     }
 }

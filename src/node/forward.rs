@@ -85,6 +85,10 @@ pub struct HelloReply {
     /// Belongs to a cluster.
     pub initialized: bool,
     pub leader: Option<(NodeId, Peer)>,
+    /// The asker's raft address in the replier's membership: `None` when the asker is
+    /// not a member there. A node whose own view disagrees rejoins through the leader.
+    #[serde(default)]
+    pub your_member_addr: Option<String>,
 }
 
 /// `Promise`: the would-be initializer asks a pristine peer to back it. A node backs at
@@ -100,6 +104,12 @@ pub enum PromiseReply {
     Granted,
     /// Already promised to another initializer, or no longer pristine.
     Refused(String),
+}
+
+/// `Leave`: ask the leader to remove this node from the cluster.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LeaveRequest {
+    pub id: NodeId,
 }
 
 /// `Join`: ask the leader to add this node.

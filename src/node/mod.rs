@@ -13,6 +13,7 @@
 //! Writes and reads may be sent to any node: a follower forwards them to the leader over
 //! gRPC, retrying with backoff through elections until the request timeout.
 
+pub mod autopilot;
 mod formation;
 pub(crate) mod forward;
 mod identity;
@@ -30,6 +31,7 @@ pub use self::forward::Consistency;
 use self::forward::{ForwardReply, ForwardRequest};
 use crate::codec::Serializer;
 use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::error::{Error, LeaderHint};
 use crate::raft::consensus::{Consensus, Proposal, RaftStatus, ReadGate};
 use crate::raft::network::ChannelPool;
@@ -53,6 +55,7 @@ pub struct NodeBuilder {
     snapshot_store: Option<Arc<dyn SnapshotStore>>,
     grpc_routes: tonic::service::Routes,
     http_routes: axum::Router,
+    discovery: Option<Arc<dyn Discovery>>,
 }
 
 impl NodeBuilder {
@@ -88,6 +91,12 @@ impl NodeBuilder {
     /// Serves HTTP on this listener instead of binding `hport`.
     pub fn http_listener(mut self, l: TcpListener) -> Self {
         self.http_listener = Some(l);
+        self
+    }
+
+    /// Finds peers with this discovery instead of the one `BRAFT_DISCOVERY` names.
+    pub fn discovery(mut self, d: impl Discovery) -> Self {
+        self.discovery = Some(Arc::new(d));
         self
     }
 
@@ -181,6 +190,21 @@ impl NodeBuilder {
             .await
             .map_err(Error::Fatal)?;
 
+        let discovery: Arc<dyn Discovery> = match self.discovery {
+            Some(d) => d,
+            None => Arc::from(
+                crate::discovery::from_config(&config).map_err(|e| crate::config::ConfigError {
+                    setting: "BRAFT_DISCOVERY".into(),
+                    problem: e.to_string(),
+                })?,
+            ),
+        };
+        let advert = crate::discovery::Advert {
+            id,
+            rpc_addr: parse_addr(&peer.rpc_addr)?,
+            http_addr: parse_addr(&peer.http_addr)?,
+        };
+
         let (shutdown_tx, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             id,
@@ -194,7 +218,10 @@ impl NodeBuilder {
             shutdown: shutdown_tx,
             stopped: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
-            promoting: Mutex::new(Default::default()),
+            discovery,
+            discovered: Mutex::new(Discovered::default()),
+            cluster_seen: Default::default(),
+            autopilot: Mutex::new(Default::default()),
             promised_to: Mutex::new(formation::load_promise(&data_dir)?),
             data_dir: data_dir.clone(),
         });
@@ -208,10 +235,20 @@ impl NodeBuilder {
 
         let grpc = crate::grpc::serve(node.clone(), rpc_listener, self.grpc_routes, token);
         let http = crate::http::serve(node.clone(), http_listener, self.http_routes);
-        let formation = formation::run(node.clone());
         node.spawn(grpc);
         node.spawn(http);
-        node.spawn(formation);
+        if let Err(e) = node.inner.discovery.start(&advert) {
+            node.shutdown().await;
+            return Err(crate::config::ConfigError {
+                setting: "BRAFT_DISCOVERY".into(),
+                problem: e.to_string(),
+            }
+            .into());
+        }
+        tracing::info!(discovery = %node.inner.discovery.describe(), "discovery started");
+        node.spawn(poll_discovery(node.clone()));
+        node.spawn(formation::run(node.clone()));
+        node.spawn(autopilot::run(node.clone()));
         Ok(node)
     }
 }
@@ -238,6 +275,61 @@ async fn open_log(data_dir: &std::path::Path) -> Result<RedbLogStore, Error> {
     }
 }
 
+fn parse_addr(a: &str) -> Result<SocketAddr, Error> {
+    a.parse()
+        .map_err(|e| Error::Fatal(format!("advertised address {a} is not ip:port: {e}")))
+}
+
+/// What discovery found last, for formation and `GET /raft`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Discovered {
+    pub peers: Vec<String>,
+    pub error: Option<String>,
+    /// Discovery has answered at least once. Until then an empty list means "not
+    /// asked yet", not "alone": formation must not read it as a one-node cluster.
+    pub answered: bool,
+}
+
+/// Asks discovery for peers every refresh interval, for the node's lifetime.
+async fn poll_discovery(node: Node) {
+    let mut shutdown = node.shutdown_signal();
+    let mut last_error: Option<String> = None;
+    loop {
+        let found = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = node.inner.discovery.peers() => r,
+        };
+        {
+            let mut d = node.inner.discovered.lock().unwrap_or_else(|p| p.into_inner());
+            match found {
+                Ok(peers) => {
+                    if peers != d.peers {
+                        tracing::info!(?peers, "discovered peers");
+                    }
+                    d.peers = peers;
+                    d.error = None;
+                    d.answered = true;
+                    last_error = None;
+                }
+                // Keep the last good list: a discovery outage must not look like an
+                // empty cluster.
+                Err(e) => {
+                    let e = e.to_string();
+                    if last_error.as_ref() != Some(&e) {
+                        tracing::warn!("{e}");
+                    }
+                    d.error = Some(e.clone());
+                    last_error = Some(e);
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(node.inner.discovery.refresh_interval()) => {}
+        }
+    }
+}
+
 async fn bind(var: &str, port: u16) -> Result<TcpListener, Error> {
     TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| {
         Error::Io(std::io::Error::new(
@@ -247,7 +339,7 @@ async fn bind(var: &str, port: u16) -> Result<TcpListener, Error> {
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -267,8 +359,13 @@ pub(crate) struct Inner {
     /// Turns true once shutdown has finished.
     stopped: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Learners with a promotion task running on this (leader) node.
-    pub promoting: Mutex<std::collections::HashSet<NodeId>>,
+    pub discovery: Arc<dyn Discovery>,
+    pub discovered: Mutex<Discovered>,
+    /// Formation has reached a node that belongs to a cluster: this node will join one
+    /// rather than form one.
+    pub cluster_seen: std::sync::atomic::AtomicBool,
+    /// The latest autopilot round's report (meaningful on the leader).
+    pub autopilot: Mutex<autopilot::AutopilotReport>,
     /// The initializer this pristine node has backed for forming the cluster (on disk).
     pub promised_to: Mutex<Option<NodeId>>,
     pub data_dir: std::path::PathBuf,
@@ -299,6 +396,7 @@ impl Node {
             snapshot_store: None,
             grpc_routes: tonic::service::Routes::default(),
             http_routes: axum::Router::new(),
+            discovery: None,
         }
     }
 
@@ -345,6 +443,69 @@ impl Node {
     /// A status page of this node's Raft state (term, indexes, members).
     pub fn raft_status(&self) -> RaftStatus {
         self.status()
+    }
+
+    /// The candidate peers discovery found last.
+    pub fn discovered_peers(&self) -> Vec<String> {
+        self.inner
+            .discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .peers
+            .clone()
+    }
+
+    /// The peers discovery found last, or `None` before its first answer.
+    pub(crate) fn discovery_answer(&self) -> Option<Vec<String>> {
+        let d = self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        d.answered.then(|| d.peers.clone())
+    }
+
+    /// Whether formation has met a node that already belongs to a cluster.
+    pub fn cluster_seen(&self) -> bool {
+        self.inner.cluster_seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The discovery method, in braft's URL-like form.
+    pub fn discovery_description(&self) -> String {
+        self.inner.discovery.describe()
+    }
+
+    /// This node's autopilot report. Only the leader runs autopilot: on other nodes this
+    /// says so and lists no servers (see [`Node::cluster_autopilot`]).
+    pub fn autopilot_report(&self) -> autopilot::AutopilotReport {
+        self.inner.autopilot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The leader's autopilot report, asked over gRPC when this node does not lead.
+    pub async fn cluster_autopilot(&self) -> Result<autopilot::AutopilotReport, Error> {
+        let local = self.autopilot_report();
+        if local.leader {
+            return Ok(local);
+        }
+        let (leader, peer) = self.inner.consensus.leader();
+        let unavailable = |reason: String| Error::Unavailable {
+            reason,
+            leader: leader.map(|id| hint(id, peer.as_ref())),
+        };
+        let Some(peer) = peer.as_ref().filter(|_| leader.is_some() && leader != Some(self.id())) else {
+            return Err(unavailable(
+                "no leader known, and only the leader runs autopilot".into(),
+            ));
+        };
+        let mut client = self
+            .inner
+            .pool
+            .raft_client(&peer.rpc_addr)
+            .map_err(|e| unavailable(e.to_string()))?;
+        let resp = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.autopilot(crate::pb::Opaque { data: Vec::new() }),
+        )
+        .await
+        .map_err(|_| unavailable(format!("leader {} did not answer in time", peer.rpc_addr)))?
+        .map_err(|s| unavailable(format!("leader {}: {}", peer.rpc_addr, s.message())))?;
+        wire::decode(&resp.into_inner().data).map_err(|e| unavailable(format!("bad autopilot report: {e}")))
     }
 
     pub(crate) fn consensus(&self) -> &Consensus {
@@ -645,6 +806,11 @@ impl Node {
     pub async fn run_until_shutdown(&self) -> Result<(), Error> {
         wait_for_signal().await;
         tracing::info!("signal received, shutting down");
+        if self.inner.config.leave_on_shutdown {
+            if let Err(e) = self.leave().await {
+                tracing::warn!("BRAFT_LEAVE_ON_SHUTDOWN: {e}");
+            }
+        }
         self.shutdown().await;
         Ok(())
     }
@@ -667,6 +833,8 @@ impl Node {
                 t.abort();
             }
         }
+        let discovery = self.inner.discovery.clone();
+        let _ = tokio::task::spawn_blocking(move || discovery.stop()).await;
         self.inner.consensus.shutdown().await;
         self.inner.stopped.send_replace(true);
         tracing::info!(id = self.inner.id, "node stopped");

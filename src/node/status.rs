@@ -41,8 +41,9 @@ impl Node {
             app_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: env!("BRAFT_GIT_COMMIT").to_string(),
             build_time: env!("BRAFT_BUILD_TIME").to_string(),
-            discovery: self.config().discovery.describe(),
+            discovery: self.discovery_description(),
             initialized: st.initialized,
+            discovery_nodes: self.discovered_peers(),
         }
     }
 
@@ -72,7 +73,10 @@ impl Node {
                 }
             }
         });
-        let nodes = futures::future::join_all(asks).await;
+        let (nodes, autopilot) = futures::future::join(futures::future::join_all(asks), self.cluster_autopilot()).await;
+        let health: std::collections::BTreeMap<u64, String> = autopilot
+            .map(|r| r.servers.into_iter().map(|s| (s.id, s.health)).collect())
+            .unwrap_or_default();
         let leader_addr = st
             .leader
             .and_then(|l| st.peer(l))
@@ -80,7 +84,7 @@ impl Node {
             .unwrap_or_default();
         ClusterStatus {
             current_leader: st.is_leader(),
-            discovery: self.config().discovery.describe(),
+            discovery: self.discovery_description(),
             leader_addr,
             leader_id: st.leader.map(|l| l.to_string()).unwrap_or_default(),
             node_num: nodes.len(),
@@ -91,6 +95,8 @@ impl Node {
                     suffrage: if st.voters.contains(id) { "Voter" } else { "Nonvoter" }.to_string(),
                     id: id.to_string(),
                     address: p.rpc_addr.clone(),
+                    state: if st.voters.contains(id) { "voter" } else { "learner" }.to_string(),
+                    health: health.get(id).cloned().unwrap_or_else(|| "unknown".into()),
                 })
                 .collect(),
             nodes,
@@ -138,6 +144,11 @@ pub struct RaftServer {
     pub suffrage: String,
     pub id: String,
     pub address: String,
+    /// `voter` or `learner`.
+    pub state: String,
+    /// `healthy`, `unhealthy` or `dead`, as the leader's autopilot sees it; `unknown`
+    /// when no leader answered.
+    pub health: String,
 }
 
 /// One entry of `nodes`: a member's own report, or the error reaching it.
@@ -163,6 +174,8 @@ pub struct NodeEntry {
     pub git_commit: String,
     pub build_time: String,
     pub discovery: String,
+    /// The candidate peers this node's discovery sees.
+    pub discovery_nodes: Vec<String>,
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
@@ -195,6 +208,7 @@ impl NodeEntry {
             git_commit: d.git_commit.clone(),
             build_time: d.build_time.clone(),
             discovery: d.discovery.clone(),
+            discovery_nodes: d.discovery_nodes.clone(),
             term: d.term,
             commit_index: d.commit_index,
             applied_index: d.applied_index,

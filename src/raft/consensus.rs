@@ -58,6 +58,12 @@ pub struct RaftStatus {
     pub pristine: bool,
     /// Leader only: each follower's last matched log index.
     pub matched: BTreeMap<NodeId, u64>,
+    /// Leader only: how long ago each node last acknowledged a heartbeat or an append
+    /// (`None`: not since this node became leader).
+    pub last_ack: BTreeMap<NodeId, Option<Duration>>,
+    /// A membership change is under way (a joint configuration, or the latest
+    /// membership entry is not committed yet).
+    pub membership_changing: bool,
 }
 
 impl RaftStatus {
@@ -100,6 +106,17 @@ impl Consensus {
                     .collect()
             })
             .unwrap_or_default();
+        let last_ack = m
+            .heartbeat
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .map(|(id, t)| (*id, t.as_ref().map(|t| openraft::Instant::elapsed(&**t))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let membership_changing = membership.get_joint_config().len() > 1
+            || m.membership_config.log_id() != m.committed_membership_config.log_id();
         RaftStatus {
             id: m.id,
             state: state.to_string(),
@@ -115,6 +132,8 @@ impl Consensus {
             pristine: members.is_empty() && m.current_term == 0 && m.last_log_index.is_none() && m.snapshot.is_none(),
             members,
             matched,
+            last_ack,
+            membership_changing,
         }
     }
 
@@ -198,6 +217,33 @@ impl Consensus {
     pub async fn promote(&self, ids: BTreeSet<NodeId>) -> Result<(), String> {
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(ids), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes a voter from the cluster altogether (leader only).
+    pub async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes a learner (leader only).
+    pub async fn remove_learner(&self, id: NodeId) -> Result<(), String> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Records a member's new addresses, keeping its role (leader only).
+    pub async fn update_peer(&self, id: NodeId, peer: Peer) -> Result<(), String> {
+        self.raft
+            .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, peer)])), false)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

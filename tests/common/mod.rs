@@ -50,6 +50,9 @@ pub fn test_config(c: &mut Config) {
     c.heartbeat_ms = 50;
     c.election_timeout_ms = 400;
     c.request_timeout_ms = 5_000;
+    // Joining learners become voters quickly; dead-node removal stays at its default
+    // (60 s), longer than any test that does not ask for it.
+    c.stabilization_ms = 500;
 }
 
 async fn listen() -> (TcpListener, TcpListener) {
