@@ -1,0 +1,318 @@
+//! Discovery methods against sources the tests control: a fake Kubernetes API server,
+//! a tiny DNS responder on loopback, and mDNS between nodes of this process.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use braft::config::Discovery as Method;
+use braft::discovery::{Discovery, DiscoveryError, DnsDiscovery, K8sDiscovery, K8sOptions};
+use common::{serial, test_config, Cluster};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "sa-token-1234";
+
+/// A pod as the API server lists it.
+fn pod(name: &str, ip: &str, phase: &str, ready: bool, port_name: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "prod", "labels": {"app": "braft"}},
+        "spec": {"containers": [{
+            "name": "braft",
+            "image": "braft:latest",
+            "ports": [
+                {"name": port_name, "containerPort": 16000, "protocol": "TCP"},
+                {"name": "http", "containerPort": 16002, "protocol": "TCP"}
+            ]
+        }]},
+        "status": {
+            "phase": phase,
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "conditions": [
+                {"type": "Initialized", "status": "True"},
+                {"type": "Ready", "status": if ready { "True" } else { "False" }},
+                {"type": "ContainersReady", "status": if ready { "True" } else { "False" }},
+                {"type": "PodScheduled", "status": "True"}
+            ]
+        }
+    })
+}
+
+#[derive(Clone, Default)]
+struct Seen {
+    paths: Arc<Mutex<Vec<(String, Option<String>)>>>,
+}
+
+/// A fake API server: `GET /api/v1/namespaces/{ns}/pods` with bearer-token checking.
+async fn fake_api() -> (SocketAddr, Seen) {
+    async fn pods(
+        State(seen): State<Seen>,
+        axum::extract::Path(ns): axum::extract::Path<String>,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        seen.paths
+            .lock()
+            .unwrap()
+            .push((ns.clone(), q.get("labelSelector").cloned()));
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
+            return (StatusCode::UNAUTHORIZED, Json(status)).into_response();
+        }
+        Json(json!({
+            "kind": "PodList",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": "12345"},
+            "items": [
+                pod("braft-0", "10.1.0.10", "Running", true, "raft"),
+                pod("braft-1", "10.1.0.11", "Running", true, "raft"),
+                pod("braft-2", "10.1.0.12", "Running", false, "raft"),  // not ready
+                pod("braft-3", "", "Pending", false, "raft"),           // not scheduled yet
+                pod("braft-4", "10.1.0.14", "Succeeded", true, "raft"), // finished
+                pod("braft-5", "10.1.0.15", "Running", true, "grpc"),   // no port named raft
+            ]
+        }))
+        .into_response()
+    }
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route("/api/v1/namespaces/{ns}/pods", axum::routing::get(pods))
+        .with_state(seen.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (addr, seen)
+}
+
+fn k8s_opts(api: String, dir: &std::path::Path, token: &str) -> K8sOptions {
+    std::fs::write(dir.join("token"), token).unwrap();
+    std::fs::write(dir.join("namespace"), "prod\n").unwrap();
+    K8sOptions {
+        api_url: api,
+        namespace: None,
+        labels: "app=braft".into(),
+        port_name: Some("raft".into()),
+        default_port: 15000,
+        token_path: dir.join("token"),
+        ca_path: dir.join("ca.crt"),
+        namespace_path: dir.join("namespace"),
+        timeout: Duration::from_millis(1500),
+        initial_sleep: Duration::ZERO,
+    }
+}
+
+/// Only running, ready pods with the named port are peers; the namespace comes from the
+/// service account and the label selector reaches the API server.
+#[tokio::test]
+async fn k8s_lists_running_ready_pods_with_the_named_port() {
+    let (addr, seen) = fake_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = K8sDiscovery::new(k8s_opts(format!("http://{addr}"), dir.path(), TOKEN)).unwrap();
+    assert_eq!(d.describe(), "k8s://ns=prod/labels=app=braft/portName=raft");
+    let peers = d.peers().await.unwrap();
+    assert_eq!(
+        peers,
+        vec!["10.1.0.10:16000".to_string(), "10.1.0.11:16000".to_string()]
+    );
+    assert_eq!(
+        seen.paths.lock().unwrap().clone(),
+        vec![("prod".to_string(), Some("app=braft".to_string()))]
+    );
+    // Without a port name, every running ready pod is a peer on RPORT.
+    let mut opts = k8s_opts(format!("http://{addr}"), dir.path(), TOKEN);
+    opts.port_name = None;
+    let peers = K8sDiscovery::new(opts).unwrap().peers().await.unwrap();
+    assert_eq!(peers, vec!["10.1.0.10:15000", "10.1.0.11:15000", "10.1.0.15:15000"]);
+}
+
+/// A token the API server refuses is a clear error that names the token.
+#[tokio::test]
+async fn k8s_wrong_token_is_a_clear_error() {
+    let (addr, _) = fake_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = K8sDiscovery::new(k8s_opts(format!("http://{addr}"), dir.path(), "stale-token")).unwrap();
+    match d.peers().await {
+        Err(DiscoveryError::Refused(msg)) => {
+            assert!(msg.contains("401"), "{msg}");
+            assert!(msg.contains("token was refused"), "{msg}");
+            assert!(msg.contains("Unauthorized"), "{msg}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// An API server that accepts connections but never answers gives a timeout error
+/// after the configured limit, not a hang.
+#[tokio::test]
+async fn k8s_silent_api_server_times_out() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s); // read nothing, answer nothing
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = K8sDiscovery::new(k8s_opts(format!("http://{addr}"), dir.path(), TOKEN)).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), d.peers())
+        .await
+        .expect("discovery returned instead of hanging");
+    match r {
+        Err(DiscoveryError::Unavailable(msg)) => assert!(msg.contains("no answer within 1500 ms"), "{msg}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+/// HTTPS needs the cluster CA: a missing one is a setup error naming the path.
+#[tokio::test]
+async fn k8s_https_without_a_ca_is_a_setup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = K8sDiscovery::new(k8s_opts("https://127.0.0.1:6443".into(), dir.path(), TOKEN))
+        .err()
+        .expect("no CA file");
+    let DiscoveryError::Setup(msg) = err else {
+        panic!("expected a setup error, got {err:?}")
+    };
+    assert!(msg.contains("ca.crt"), "{msg}");
+}
+
+/// A minimal authoritative DNS responder: answers A queries for one name with the
+/// addresses in `records` (TTL 0), NXDOMAIN for anything else.
+async fn dns_responder(name: &'static str, records: Arc<Mutex<Vec<Ipv4Addr>>>) -> SocketAddr {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::{rdata::A, Name, RData, Record, RecordType};
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::new();
+            reply
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(query.recursion_desired())
+                .set_recursion_available(true)
+                .set_authoritative(true);
+            reply.add_queries(query.queries().to_vec());
+            let want = Name::from_ascii(name).unwrap();
+            match query.queries().first() {
+                Some(q) if q.name() == &want => {
+                    if q.query_type() == RecordType::A {
+                        for ip in records.lock().unwrap().iter() {
+                            reply.add_answer(Record::from_rdata(want.clone(), 0, RData::A(A(*ip))));
+                        }
+                    }
+                }
+                _ => {
+                    reply.set_response_code(ResponseCode::NXDomain);
+                }
+            }
+            let _ = sock.send_to(&reply.to_vec().unwrap(), from).await;
+        }
+    });
+    addr
+}
+
+/// DNS discovery follows the records as they change, and an unknown name is an empty
+/// list (a headless service with no pods yet), not an error.
+#[tokio::test]
+async fn dns_re_resolves_the_records_it_is_given() {
+    let records = Arc::new(Mutex::new(vec![Ipv4Addr::new(10, 2, 0, 1), Ipv4Addr::new(10, 2, 0, 2)]));
+    let server = dns_responder("braft.test.", records.clone()).await;
+    let d = DnsDiscovery::new("braft.test.".into(), 16000, Some(server)).unwrap();
+    assert_eq!(d.describe(), "dns://braft.test.:16000");
+    assert_eq!(d.peers().await.unwrap(), vec!["10.2.0.1:16000", "10.2.0.2:16000"]);
+
+    // A pod goes, another comes: the next resolution shows it (TTL 0: no caching).
+    *records.lock().unwrap() = vec![Ipv4Addr::new(10, 2, 0, 2), Ipv4Addr::new(10, 2, 0, 3)];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let peers = d.peers().await.unwrap();
+        if peers == ["10.2.0.2:16000", "10.2.0.3:16000"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records never refreshed: {peers:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let missing = DnsDiscovery::new("nobody.test.".into(), 16000, Some(server)).unwrap();
+    assert_eq!(missing.peers().await.unwrap(), Vec::<String>::new());
+}
+
+/// A DNS server that is not there is an error, within the lookup timeout.
+#[tokio::test]
+async fn dns_unreachable_server_is_an_error() {
+    // A bound UDP socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let d = DnsDiscovery::new("braft.test.".into(), 16000, Some(silent.local_addr().unwrap())).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), d.peers())
+        .await
+        .expect("no hang");
+    assert!(matches!(r, Err(DiscoveryError::Unavailable(_))), "{r:?}");
+}
+
+fn mdns_test_config(c: &mut braft::Config) {
+    test_config(c);
+    // A service type of this test run alone, so that parallel runs never meet.
+    c.discovery = Method::Mdns(Some(format!("_bt{}._tcp", std::process::id() % 1_000_000)));
+    c.bootstrap_expect = None; // the default for mDNS: 3
+}
+
+/// Three nodes that know nothing of each other find each other by mDNS on loopback and
+/// form exactly one cluster; `/raft` shows the method and each node's discovered peers.
+#[tokio::test]
+async fn three_nodes_form_one_cluster_by_mdns_alone() {
+    let _g = serial().await;
+    let c = Cluster::start(3, mdns_test_config).await;
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let st = c.node(leader).raft_status();
+    assert_eq!(st.voters.len(), 3, "one cluster of all three: {st:?}");
+    for i in 0..3 {
+        assert_eq!(c.node(i).raft_status().voters, st.voters);
+    }
+    c.put_ok(0, "found", "by-mdns").await;
+    assert_eq!(c.get(2, "found", "linearizable").await.as_deref(), Some("by-mdns"));
+
+    let raft: Value = c
+        .client
+        .get(c.url(1, "/raft"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let svc = format!("_bt{}._tcp", std::process::id() % 1_000_000);
+    assert_eq!(raft["discovery"], format!("mdns://{svc}"));
+    for n in raft["nodes"].as_array().unwrap() {
+        let seen: Vec<&str> = n["discoveryNodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for m in &c.members {
+            assert!(
+                seen.contains(&m.rpc.to_string().as_str()),
+                "{} missing from {seen:?}",
+                m.rpc
+            );
+        }
+    }
+    c.shutdown().await;
+}
