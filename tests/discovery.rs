@@ -44,9 +44,12 @@ fn pod(name: &str, ip: &str, phase: &str, ready: bool, port_name: &str) -> Value
     })
 }
 
+/// One request to the fake API server: the namespace and the label selector.
+type Request = (String, Option<String>);
+
 #[derive(Clone, Default)]
 struct Seen {
-    paths: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    paths: Arc<Mutex<Vec<Request>>>,
 }
 
 /// A fake API server: `GET /api/v1/namespaces/{ns}/pods` with bearer-token checking.
