@@ -61,6 +61,7 @@ struct PeerService {
 #[tonic::async_trait]
 impl pb::raft_server::Raft for PeerService {
     async fn append(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        self.node.note_leader_contact();
         network::serve_append(self.node.consensus().raft(), req.into_inner())
             .await
             .map(Response::new)

@@ -31,7 +31,7 @@ use crate::raft::{wire, NodeId, Peer};
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 const LOG_EVERY: Duration = Duration::from_secs(2);
-/// A member that has heard no leader for this long checks whether it still belongs.
+/// A member that no leader has reached for this long checks whether it still belongs.
 const LEADERLESS_CHECK: Duration = Duration::from_secs(3);
 
 /// Runs until shutdown: forms or joins a cluster, and rejoins when the cluster has moved
@@ -39,7 +39,6 @@ const LEADERLESS_CHECK: Duration = Duration::from_secs(3);
 pub async fn run(node: Node) {
     let mut shutdown = node.shutdown_signal();
     let mut last_log = Instant::now() - LOG_EVERY;
-    let mut leaderless_since: Option<Instant> = None;
     let mut was_member = false;
     loop {
         if *shutdown.borrow() {
@@ -59,13 +58,10 @@ pub async fn run(node: Node) {
             if addr.rpc_addr != node.peer().rpc_addr {
                 // Our address changed (a rescheduled pod): tell the leader.
                 rejoin(&node, &st).await
-            } else if st.leader.is_some() {
-                leaderless_since = None;
+            } else if st.is_leader() || node.leader_silence() < LEADERLESS_CHECK {
                 None
-            } else if leaderless_since.get_or_insert_with(Instant::now).elapsed() >= LEADERLESS_CHECK {
-                check_still_member(&node).await
             } else {
-                None
+                check_still_member(&node).await
             }
         } else {
             was_member = false;
@@ -440,8 +436,14 @@ impl Node {
                     None => return Err(unavailable("the only voter cannot leave its cluster".into())),
                 }
             } else if let Some(leader) = st.leader.and_then(|l| st.peer(l).cloned()) {
+                // The leader answers once the removal is committed. This node may never
+                // see that entry itself (it is no longer replicated to), so the answer
+                // is what counts.
                 match leave_via(self, &leader).await {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        tracing::info!("left the cluster");
+                        return Ok(());
+                    }
                     Err(e) => tracing::warn!("leave request failed: {e}"),
                 }
             }

@@ -221,6 +221,7 @@ impl NodeBuilder {
             discovery,
             discovered: Mutex::new(Discovered::default()),
             cluster_seen: Default::default(),
+            leader_contact: Mutex::new(None),
             autopilot: Mutex::new(Default::default()),
             promised_to: Mutex::new(formation::load_promise(&data_dir)?),
             data_dir: data_dir.clone(),
@@ -364,6 +365,8 @@ pub(crate) struct Inner {
     /// Formation has reached a node that belongs to a cluster: this node will join one
     /// rather than form one.
     pub cluster_seen: std::sync::atomic::AtomicBool,
+    /// When an append (or heartbeat) last arrived from a leader.
+    pub leader_contact: Mutex<Option<Instant>>,
     /// The latest autopilot round's report (meaningful on the leader).
     pub autopilot: Mutex<autopilot::AutopilotReport>,
     /// The initializer this pristine node has backed for forming the cluster (on disk).
@@ -461,6 +464,23 @@ impl Node {
         d.answered.then(|| d.peers.clone())
     }
 
+    /// Records that a leader just sent an append or a heartbeat.
+    pub(crate) fn note_leader_contact(&self) {
+        *self.inner.leader_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// How long since a leader last reached this node (since start, if never). A
+    /// leader's id in the metrics can outlive the leader, since it is restored from the
+    /// stored vote: only actual contact shows that someone still leads this node.
+    pub(crate) fn leader_silence(&self) -> Duration {
+        self.inner
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(self.inner.started)
+            .elapsed()
+    }
+
     /// Whether formation has met a node that already belongs to a cluster.
     pub fn cluster_seen(&self) -> bool {
         self.inner.cluster_seen.load(std::sync::atomic::Ordering::Relaxed)
@@ -480,10 +500,10 @@ impl Node {
     /// The leader's autopilot report, asked over gRPC when this node does not lead.
     pub async fn cluster_autopilot(&self) -> Result<autopilot::AutopilotReport, Error> {
         let local = self.autopilot_report();
-        if local.leader {
+        let (leader, peer) = self.inner.consensus.leader();
+        if local.leader || leader == Some(self.id()) {
             return Ok(local);
         }
-        let (leader, peer) = self.inner.consensus.leader();
         let unavailable = |reason: String| Error::Unavailable {
             reason,
             leader: leader.map(|id| hint(id, peer.as_ref())),
