@@ -129,7 +129,7 @@ async fn the_quorum_floor_keeps_a_dead_voter() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["id"] == victim_id.to_string())
+        .find(|s| s["id"].as_str() == Some(victim_id.to_string().as_str()))
         .cloned()
         .unwrap();
     assert_eq!(entry["state"], "voter");
