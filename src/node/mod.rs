@@ -519,7 +519,7 @@ impl Node {
             .raft_client(&peer.rpc_addr)
             .map_err(|e| unavailable(e.to_string()))?;
         let resp = tokio::time::timeout(
-            Duration::from_secs(2),
+            Duration::from_millis(800),
             client.autopilot(crate::pb::Opaque { data: Vec::new() }),
         )
         .await
