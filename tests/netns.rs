@@ -63,6 +63,21 @@ impl Lab {
             tag,
         };
         let br = lab.bridge();
+        // Leftovers of an earlier run that was killed before it could clean up.
+        for i in 1..=hosts {
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("{}v{i}", lab.tag)])
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}-n{i}", lab.tag)])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &br])
+            .stderr(Stdio::null())
+            .status();
         run(&["ip", "link", "add", &br, "type", "bridge"]);
         run(&["ip", "addr", "add", &format!("{}.1/24", lab.subnet), "dev", &br]);
         run(&["ip", "link", "set", &br, "up"]);
@@ -187,10 +202,17 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Delete our veth ends explicitly: the kernel frees a deleted namespace (and
+        // the peer ends inside it) only later, and until then the pairs linger.
+        for i in 1..=self.namespaces.len() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("{}v{i}", self.tag)])
+                .stderr(Stdio::null())
+                .status();
+        }
         for ns in &self.namespaces {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        // Deleting a namespace deletes its end of each veth pair, and with it ours.
         let _ = Command::new("ip").args(["link", "del", &self.bridge()]).status();
     }
 }
