@@ -344,10 +344,9 @@ async fn mdns_cluster_across_namespaces_survives_death_and_partition() {
     let dead = c
         .until(&lab, "the killed voter to be reported dead", async || {
             let r = c.json(&lab.url(leader, "/v1/cluster/autopilot")).await?;
-            let dead = r["servers"]
-                .as_array()?
-                .iter()
-                .any(|s| s["id"].to_string() == victim_id && s["health"] == "dead");
+            let dead = r["servers"].as_array()?.iter().any(|s| {
+                s["id"].as_u64().map(|v| v.to_string()).as_deref() == Some(victim_id.as_str()) && s["health"] == "dead"
+            });
             dead.then_some(r)
         })
         .await;
