@@ -669,6 +669,11 @@ impl Config {
                 }
             }
         }
+        // The correctness tools' deliberate bug, for the chaos harness's binaries. Not a
+        // setting: no flag, no help, no TOML key.
+        if let Some(v) = lookup("BRAFT_FAULT_STALE_READS") {
+            self.fault_stale_reads = parse_bool(&v).map_err(|p| ConfigError::new("BRAFT_FAULT_STALE_READS", p))?;
+        }
         Ok(())
     }
 

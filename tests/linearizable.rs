@@ -7,113 +7,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use braft_lincheck::register::{Input, Output, Register};
-use braft_lincheck::{check, Operation, Verdict};
+use braft_lincheck::register::Register;
+use braft_lincheck::{check, Verdict};
+use common::workload::{register_client, Op};
 use common::{serial, Cluster};
-
-use rand::{Rng, SeedableRng};
-
-type Op = Operation<Input, Output>;
-
-/// What one HTTP exchange tells the history.
-enum Outcome {
-    Done(Output),
-    /// The request may or may not have taken effect.
-    Unknown,
-    /// It certainly did not (e.g. refused before anything was proposed).
-    None,
-}
-
-async fn run_client(
-    http: reqwest::Client,
-    bases: Arc<Vec<String>>,
-    client: u64,
-    start: Instant,
-    stop: Instant,
-    history: Arc<Mutex<Vec<Op>>>,
-) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(client);
-    let mut last_seen: [Option<String>; 3] = Default::default();
-    let mut n = 0u64;
-    while Instant::now() < stop {
-        let k = rng.random_range(0..3usize);
-        let key = format!("k{k}");
-        let url = format!("{}/v1/kv/{key}", bases[rng.random_range(0..bases.len())]);
-        n += 1;
-        let value = format!("c{client}-{n}");
-        let (input, req) = match rng.random_range(0..3) {
-            0 => (Input::Read { key: key.clone() }, http.get(&url)),
-            1 => (
-                Input::Write {
-                    key: key.clone(),
-                    value: value.clone(),
-                },
-                http.put(&url).body(value.clone()),
-            ),
-            _ => {
-                let expect = last_seen[k].clone();
-                let req = match &expect {
-                    Some(v) => http.put(format!("{url}?prev_value={v}")).body(value.clone()),
-                    None => http.put(format!("{url}?prev_version=0")).body(value.clone()),
-                };
-                (
-                    Input::CasValue {
-                        key: key.clone(),
-                        expect,
-                        value: value.clone(),
-                    },
-                    req,
-                )
-            }
-        };
-        let call = start.elapsed().as_nanos() as u64;
-        let outcome = match req.timeout(Duration::from_secs(3)).send().await {
-            // No answer: a read changed nothing; a write may have applied.
-            Err(_) if matches!(input, Input::Read { .. }) => Outcome::None,
-            Err(_) => Outcome::Unknown,
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let body = r.bytes().await.unwrap_or_default();
-                let code = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["code"].as_str().map(str::to_string))
-                    .unwrap_or_default();
-                match (&input, status) {
-                    (Input::Read { .. }, 200) => {
-                        Outcome::Done(Output::Value(Some(String::from_utf8_lossy(&body).into())))
-                    }
-                    (Input::Read { .. }, 404) => Outcome::Done(Output::Value(None)),
-                    (Input::Read { .. }, _) => Outcome::None,
-                    (_, 200) => Outcome::Done(Output::Ok),
-                    (Input::CasValue { .. }, 409) => Outcome::Done(Output::CompareFailed),
-                    (_, 503) if code == "unavailable" || code == "shutting_down" => Outcome::None,
-                    _ => Outcome::Unknown,
-                }
-            }
-        };
-        let ret = start.elapsed().as_nanos() as u64;
-        match &outcome {
-            Outcome::Done(Output::Value(v)) => last_seen[k] = v.clone(),
-            Outcome::Done(Output::Ok) => {
-                if let Input::Write { value, .. } | Input::CasValue { value, .. } = &input {
-                    last_seen[k] = Some(value.clone());
-                }
-            }
-            _ => {}
-        }
-        let output = match outcome {
-            Outcome::Done(o) => Some((o, ret)),
-            Outcome::Unknown => None,
-            Outcome::None => continue,
-        };
-        history.lock().unwrap().push(Operation {
-            client,
-            input,
-            call,
-            output,
-        });
-    }
-}
 
 /// Runs four clients for six seconds, stopping the leader after two and restarting it
 /// after four; returns the history.
@@ -127,7 +24,17 @@ async fn run_workload(tweak: fn(&mut braft::Config)) -> Vec<Op> {
     let clients: Vec<_> = (0..4)
         .map(|i| {
             let (http, bases, history) = (cluster.client.clone(), bases.clone(), history.clone());
-            tokio::spawn(run_client(http, bases, i, start, stop, history))
+            tokio::spawn(register_client(
+                http,
+                bases,
+                i,
+                0,
+                String::new(),
+                3,
+                start,
+                stop,
+                history,
+            ))
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -17,204 +17,27 @@
 //! Everything the test creates (namespaces, veth pairs, the bridge, processes) is
 //! removed when it ends, pass or fail.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::lab::{netns_possible, Lab};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(45);
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The namespaces, bridge and processes of one run; all removed on drop.
-struct Lab {
-    tag: String,
-    subnet: String,
-    namespaces: Vec<String>,
-    procs: Vec<(usize, Child)>,
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new(hosts: usize) -> Lab {
-        let n = std::process::id() % 200 + 20;
-        let tag = format!("bt{n}");
-        let mut lab = Lab {
-            subnet: format!("10.231.{n}"),
-            namespaces: Vec::new(),
-            procs: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
-            tag,
-        };
-        let br = lab.bridge();
-        // Leftovers of an earlier run that was killed before it could clean up.
-        for i in 1..=hosts {
-            let _ = Command::new("ip")
-                .args(["link", "del", &format!("{}v{i}", lab.tag)])
-                .stderr(Stdio::null())
-                .status();
-            let _ = Command::new("ip")
-                .args(["netns", "del", &format!("{}-n{i}", lab.tag)])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &br])
-            .stderr(Stdio::null())
-            .status();
-        run(&["ip", "link", "add", &br, "type", "bridge"]);
-        run(&["ip", "addr", "add", &format!("{}.1/24", lab.subnet), "dev", &br]);
-        run(&["ip", "link", "set", &br, "up"]);
-        for i in 1..=hosts {
-            let ns = format!("{}-n{i}", lab.tag);
-            let veth = format!("{}v{i}", lab.tag);
-            run(&["ip", "netns", "add", &ns]);
-            lab.namespaces.push(ns.clone());
-            run(&[
-                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ]);
-            run(&["ip", "link", "set", &veth, "master", &br]);
-            run(&["ip", "link", "set", &veth, "up"]);
-            let ip = format!("{}/24", lab.ip(i));
-            run(&["ip", "-n", &ns, "addr", "add", &ip, "dev", "eth0"]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            // mDNS needs a multicast route inside each namespace.
-            run(&["ip", "-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
-        }
-        lab
-    }
-
-    fn bridge(&self) -> String {
-        format!("{}br", self.tag)
-    }
-
-    fn ip(&self, i: usize) -> String {
-        format!("{}.{}", self.subnet, 10 + i)
-    }
-
-    fn url(&self, i: usize, path: &str) -> String {
-        format!("http://{}:15002{path}", self.ip(i))
-    }
-
-    /// Starts the braft binary on host `i`.
-    fn start(&mut self, i: usize) {
-        let ns = &self.namespaces[i - 1];
-        let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_braft"), "serve"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("BRAFT_DISCOVERY", format!("mdns:_{}._tcp", self.tag))
-            .env("BRAFT_IP", self.ip(i))
-            .env("BRAFT_RPORT", "15000")
-            .env("BRAFT_HPORT", "15002")
-            .env("BRAFT_DATA_DIR", self.dir.path().join(format!("n{i}")))
-            .env("BRAFT_HEARTBEAT_MS", "100")
-            .env("BRAFT_ELECTION_TIMEOUT_MS", "500")
-            .env("BRAFT_MAX_VOTERS", "3")
-            .env("BRAFT_MIN_QUORUM", "3")
-            .env("BRAFT_DEAD_NODE_TIMEOUT", "4s")
-            .env("BRAFT_STABILIZATION", "2s")
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start braft in its namespace");
-        self.procs.push((i, child));
-    }
-
-    fn kill(&mut self, i: usize) {
-        for (_, c) in self.procs.iter_mut().filter(|(h, _)| *h == i) {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
-        self.procs.retain(|(h, _)| *h != i);
-    }
-
-    /// Drops every packet of host `i` except those to and from the test (the bridge).
-    fn isolate(&self, i: usize) {
-        let ns = &self.namespaces[i - 1];
-        let me = format!("{}.1", self.subnet);
-        let rules = format!(
-            "table inet braft_test {{\n\
-               chain in {{ type filter hook input priority 0; policy accept; iifname \"eth0\" ip saddr != {me} drop; }}\n\
-               chain out {{ type filter hook output priority 0; policy accept; oifname \"eth0\" ip daddr != {me} drop; }}\n\
-             }}\n"
-        );
-        let path = self.dir.path().join("isolate.nft");
-        std::fs::write(&path, rules).unwrap();
-        run(&["ip", "netns", "exec", ns, "nft", "-f", path.to_str().unwrap()]);
-    }
-
-    fn heal(&self, i: usize) {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.namespaces[i - 1],
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "braft_test",
-        ]);
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for i in 1..=self.namespaces.len() {
-            if let Ok(s) = std::fs::read_to_string(self.dir.path().join(format!("n{i}.log"))) {
-                let tail: Vec<&str> = s.lines().rev().take(25).collect();
-                out.push_str(&format!("--- n{i} (last lines) ---\n"));
-                for l in tail.into_iter().rev() {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-        for (_, c) in &mut self.procs {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Delete our veth ends explicitly: the kernel frees a deleted namespace (and
-        // the peer ends inside it) only later, and until then the pairs linger.
-        for i in 1..=self.namespaces.len() {
-            let _ = Command::new("ip")
-                .args(["link", "del", &format!("{}v{i}", self.tag)])
-                .stderr(Stdio::null())
-                .status();
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge()]).status();
-    }
+/// The settings of this story's nodes.
+fn env(lab: &Lab) -> Vec<(&'static str, String)> {
+    vec![
+        ("BRAFT_DISCOVERY", format!("mdns:_{}._tcp", lab.tag)),
+        ("BRAFT_HEARTBEAT_MS", "100".into()),
+        ("BRAFT_ELECTION_TIMEOUT_MS", "500".into()),
+        ("BRAFT_MAX_VOTERS", "3".into()),
+        ("BRAFT_MIN_QUORUM", "3".into()),
+        ("BRAFT_DEAD_NODE_TIMEOUT", "4s".into()),
+        ("BRAFT_STABILIZATION", "2s".into()),
+        ("RUST_LOG", "info".into()),
+    ]
 }
 
 struct Client {
@@ -237,7 +60,7 @@ impl Client {
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {what}\n{}",
-                lab.logs()
+                lab.logs(25)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -278,7 +101,7 @@ async fn node_id(c: &Client, lab: &Lab, i: usize) -> String {
         v["nodes"]
             .as_array()?
             .iter()
-            .find(|n| n["address"] == format!("{}:15000", lab.ip(i)))
+            .find(|n| n["address"] == lab.rpc_addr(i))
             .and_then(|n| n["serverID"].as_str().map(str::to_string))
     })
     .await
@@ -286,17 +109,18 @@ async fn node_id(c: &Client, lab: &Lab, i: usize) -> String {
 
 #[tokio::test]
 async fn mdns_cluster_across_namespaces_survives_death_and_partition() {
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || !have("ip") || !have("nft") {
+    if !netns_possible() {
         eprintln!(
-            "SKIPPED netns test: needs root, `ip` and `nft` (root: {root}, ip: {}, nft: {}); \
+            "SKIPPED netns test: needs root, `ip` and `nft` (root: {}, ip: {}, nft: {}); \
              scripts/test.sh installs nftables when run as root",
-            have("ip"),
-            have("nft")
+            unsafe { libc::geteuid() } == 0,
+            common::lab::have("ip"),
+            common::lab::have("nft")
         );
         return;
     }
     let mut lab = Lab::new(4);
+    let env = env(&lab);
     let c = Client {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -307,7 +131,7 @@ async fn mdns_cluster_across_namespaces_survives_death_and_partition() {
     // 1. Formation by mDNS alone.
     let t0 = Instant::now();
     for i in 1..=3 {
-        lab.start(i);
+        lab.start(i, &env);
     }
     let ids: Vec<String> = {
         let mut v = Vec::new();
@@ -356,7 +180,7 @@ async fn mdns_cluster_across_namespaces_survives_death_and_partition() {
     assert!(voters.contains(&victim_id), "kept at the quorum floor: {voters:?}");
 
     // 3. A new node joins as a learner, is promoted, and then the dead voter goes.
-    lab.start(4);
+    lab.start(4, &env);
     let t_join = Instant::now();
     let new_id = node_id(&c, &lab, 4).await;
     c.until(&lab, "n4 as a learner", async || {
@@ -389,7 +213,7 @@ async fn mdns_cluster_across_namespaces_survives_death_and_partition() {
         .into_iter()
         .filter(|i| *i != leader && *i != victim)
         .collect();
-    lab.isolate(leader);
+    lab.partition(leader, true, true);
     let t_cut = Instant::now();
     // `/ready` answers from local state, so polling it does not slow the measurement.
     let new_leader = c
@@ -410,7 +234,7 @@ async fn mdns_cluster_across_namespaces_survives_death_and_partition() {
     let status = c.put(&lab.url(leader, "/v1/kv/minority"), "x").await;
     assert_ne!(status, 200, "the isolated old leader acknowledged a write");
 
-    lab.heal(leader);
+    lab.heal();
     c.until(&lab, "the old leader to follow the new one", async || {
         let (l, _, _) = membership(&c.json(&lab.url(leader, "/raft")).await?);
         (l == new_leader).then_some(())

@@ -227,6 +227,9 @@ impl NodeBuilder {
             data_dir: data_dir.clone(),
         });
         let node = Node { inner };
+        if node.inner.config.fault_stale_reads {
+            tracing::error!("BRAFT_FAULT_STALE_READS is on: reads are served WITHOUT linearizability (a test fault)");
+        }
         tracing::info!(
             id,
             rpc = %node.inner.peer.rpc_addr,

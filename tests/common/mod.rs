@@ -3,6 +3,9 @@
 //! ports with the same data, as a real restart would.
 #![allow(dead_code)]
 
+pub mod lab;
+pub mod workload;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::LazyLock;
