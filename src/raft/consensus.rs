@@ -289,6 +289,12 @@ impl Consensus {
             // log; anything further behind gets the snapshot.
             max_in_snapshot_log_to_keep: config.snapshot_logs.min(1_000),
             enable_pre_vote: Some(true),
+            // Never resume leadership after a restart without an election. The commit
+            // index is stored only as an unflushed restart hint and the state machine is
+            // rebuilt from the snapshot and log, so a restored leader could serve
+            // ReadIndex reads from a state that misses acknowledged writes. Found by the
+            // chaos harness (kill -9 of a majority); see tests/crash.rs.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()
