@@ -6,8 +6,9 @@
 //!   insert must be readable, and nothing that was never attempted may appear.
 //!
 //! How HTTP outcomes map: 200/404/409 are answers; a 503 with code `unavailable` or
-//! `shutting_down` never took effect; a failed read is dropped (it changed nothing);
-//! any other failed write is indeterminate — it may have applied.
+//! `shutting_down` never took effect, nor did a request whose connection was refused; a
+//! failed read is dropped (it changed nothing); any other failed write is indeterminate
+//! — it may have applied.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,8 +78,10 @@ pub async fn register_client(
         };
         let call = start.elapsed().as_nanos() as u64;
         let outcome = match req.timeout(Duration::from_secs(3)).send().await {
-            // No answer: a read changed nothing; a write may have applied.
+            // No answer: a read changed nothing; a write that never connected was never
+            // sent; any other write may have applied.
             Err(_) if matches!(input, Input::Read { .. }) => Outcome::None,
+            Err(e) if e.is_connect() => Outcome::None,
             Err(_) => Outcome::Unknown,
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -165,6 +168,7 @@ pub async fn set_client(
                     2
                 }
             }
+            Err(e) if e.is_connect() => 1,
             _ => 2,
         };
         {
