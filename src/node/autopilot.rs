@@ -20,7 +20,10 @@
 //! which then lets the dead voter's removal pass the quorum floor.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, not the OS's: a simulation (or a paused test runtime) drives it.
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 

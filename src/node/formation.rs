@@ -22,7 +22,10 @@
 //! The loop runs for the node's lifetime.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, not the OS's: a simulation (or a paused test runtime) drives it.
+use tokio::time::Instant;
 
 use super::forward::{HelloReply, HelloRequest, JoinReply, JoinRequest, LeaveRequest, PromiseReply, PromiseRequest};
 use super::Node;

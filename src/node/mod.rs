@@ -21,7 +21,10 @@ pub(crate) mod status;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, not the OS's: a simulation (or a paused test runtime) drives it.
+use tokio::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -15,7 +15,7 @@ impl Node {
     /// This node's own details.
     pub(crate) fn details(&self) -> pb::GetDetailsResponse {
         let st = self.status();
-        let p = crate::proc_info::read(self.inner.started);
+        let p = crate::proc_info::read(self.inner.started.into_std());
         let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
         pb::GetDetailsResponse {
             server_id: self.id(),
