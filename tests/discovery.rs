@@ -52,8 +52,17 @@ struct Seen {
     paths: Arc<Mutex<Vec<Request>>>,
 }
 
-/// A fake API server: `GET /api/v1/namespaces/{ns}/pods` with bearer-token checking.
+/// A fake API server over plain HTTP.
 async fn fake_api() -> (SocketAddr, Seen) {
+    let (app, seen) = fake_api_app();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (addr, seen)
+}
+
+/// A fake API server: `GET /api/v1/namespaces/{ns}/pods` with bearer-token checking.
+fn fake_api_app() -> (axum::Router, Seen) {
     async fn pods(
         State(seen): State<Seen>,
         axum::extract::Path(ns): axum::extract::Path<String>,
@@ -88,10 +97,57 @@ async fn fake_api() -> (SocketAddr, Seen) {
     let app = axum::Router::new()
         .route("/api/v1/namespaces/{ns}/pods", axum::routing::get(pods))
         .with_state(seen.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (addr, seen)
+    (app, seen)
+}
+
+/// TLS in front of axum, as the in-cluster API server speaks it.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((s, a)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that rejects our certificate fails the handshake: next.
+            if let Ok(tls) = self.acceptor.accept(s).await {
+                return (tls, a);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A fake API server over HTTPS with a fresh self-signed certificate for 127.0.0.1;
+/// returns its address and the certificate's PEM (the "cluster CA").
+async fn fake_api_tls() -> (SocketAddr, String) {
+    use tokio_rustls::rustls;
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    let (app, _) = fake_api_app();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, ck.cert.pem())
 }
 
 fn k8s_opts(api: String, dir: &std::path::Path, token: &str) -> K8sOptions {
@@ -171,6 +227,25 @@ async fn k8s_silent_api_server_times_out() {
     match r {
         Err(DiscoveryError::Unavailable(msg)) => assert!(msg.contains("no answer within 1500 ms"), "{msg}"),
         other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+/// The in-cluster way: HTTPS verified against the service account's CA file. A server
+/// whose certificate the CA did not sign is refused.
+#[tokio::test]
+async fn k8s_over_https_trusts_the_cluster_ca_only() {
+    let (addr, ca) = fake_api_tls().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &ca).unwrap();
+    let d = K8sDiscovery::new(k8s_opts(format!("https://{addr}"), dir.path(), TOKEN)).unwrap();
+    assert_eq!(d.peers().await.unwrap(), vec!["10.1.0.10:16000", "10.1.0.11:16000"]);
+
+    // Another server's certificate, not signed by this CA: no peers, a clear error.
+    let (other, _) = fake_api_tls().await;
+    let d = K8sDiscovery::new(k8s_opts(format!("https://{other}"), dir.path(), TOKEN)).unwrap();
+    match d.peers().await {
+        Err(DiscoveryError::Unavailable(msg)) => assert!(msg.to_lowercase().contains("certificate"), "{msg}"),
+        other => panic!("expected a certificate error, got {other:?}"),
     }
 }
 
