@@ -1,7 +1,6 @@
 //! The gRPC servers on RPORT: the peer protocol (`braft.v1.Raft`), the public key-value
 //! API (`braft.v1.Kv`), server reflection, and any services the user added.
 
-use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
@@ -14,7 +13,12 @@ use crate::raft::network::{self, MAX_MESSAGE_BYTES};
 use crate::raft::wire;
 
 /// Serves until the node shuts down.
-pub async fn serve(node: Node, listener: TcpListener, user_routes: tonic::service::Routes, token: ClusterToken) {
+pub(crate) async fn serve(
+    node: Node,
+    listener: crate::transport::Listen,
+    user_routes: tonic::service::Routes,
+    token: ClusterToken,
+) {
     let mut shutdown = node.shutdown_signal();
     let raft = pb::raft_server::RaftServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -40,15 +44,21 @@ pub async fn serve(node: Node, listener: TcpListener, user_routes: tonic::servic
     if let Some(r) = reflection {
         routes = routes.add_service(r);
     }
-    let result = tonic::transport::Server::builder()
-        .add_routes(routes)
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    let server = tonic::transport::Server::builder().add_routes(routes);
+    let result = match listener {
         // TCP_NODELAY must be set on the accepted sockets here: the builder's
         // `tcp_nodelay` applies only to listeners tonic binds itself. Without it, Raft's
         // small append acks wait out Nagle + delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
+        crate::transport::Listen::Tcp(l) => {
+            server
+                .serve_with_incoming_shutdown(TcpIncoming::from(l).with_nodelay(Some(true)), stop)
+                .await
+        }
+        crate::transport::Listen::Custom(l) => server.serve_with_incoming_shutdown(l.incoming, stop).await,
+    };
     if let Err(e) = result {
         tracing::error!("gRPC server stopped: {e}");
     }

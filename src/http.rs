@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use crate::error::Error;
 use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
@@ -195,20 +194,24 @@ pub fn router(node: Node) -> Router {
 }
 
 /// Serves until the node shuts down, then finishes in-flight requests.
-pub async fn serve(node: Node, listener: TcpListener, user_routes: Router) {
+pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_routes: Router) {
     let mut shutdown = node.shutdown_signal();
     let app = user_routes.merge(router(node));
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm and
     // delayed ACKs add ~40 ms to a keep-alive client's next request.
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    let result = match listener {
+        crate::transport::Listen::Tcp(l) => {
+            let l = l.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(l, app).with_graceful_shutdown(stop).await
+        }
+        crate::transport::Listen::Custom(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+    };
     if let Err(e) = result {
         tracing::error!("HTTP server stopped: {e}");
     }

@@ -27,6 +27,7 @@ mod proc_info;
 pub(crate) mod raft;
 pub mod service;
 pub mod store;
+pub mod transport;
 
 pub use codec::Codec;
 pub use config::Config;

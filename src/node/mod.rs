@@ -52,8 +52,9 @@ pub struct NodeBuilder {
     config: Result<Config, crate::config::ConfigError>,
     registry: Registry,
     duplicate_service: Option<&'static str>,
-    rpc_listener: Option<TcpListener>,
-    http_listener: Option<TcpListener>,
+    rpc_listener: Option<crate::transport::Listen>,
+    http_listener: Option<crate::transport::Listen>,
+    dialer: Option<Arc<dyn crate::transport::Dialer>>,
     log_store: Option<Arc<dyn LogStore>>,
     snapshot_store: Option<Arc<dyn SnapshotStore>>,
     grpc_routes: tonic::service::Routes,
@@ -87,13 +88,38 @@ impl NodeBuilder {
 
     /// Serves Raft and gRPC on this listener instead of binding `rport`.
     pub fn rpc_listener(mut self, l: TcpListener) -> Self {
-        self.rpc_listener = Some(l);
+        self.rpc_listener = Some(crate::transport::Listen::Tcp(l));
         self
     }
 
     /// Serves HTTP on this listener instead of binding `hport`.
     pub fn http_listener(mut self, l: TcpListener) -> Self {
-        self.http_listener = Some(l);
+        self.http_listener = Some(crate::transport::Listen::Tcp(l));
+        self
+    }
+
+    /// Serves Raft and gRPC on connections from `incoming`, advertising `addr` to peers
+    /// (a simulated network; see [`crate::transport`]).
+    pub fn rpc_incoming(mut self, incoming: crate::transport::Incoming, addr: SocketAddr) -> Self {
+        self.rpc_listener = Some(crate::transport::Listen::Custom(crate::transport::IncomingListener {
+            incoming,
+            addr,
+        }));
+        self
+    }
+
+    /// Serves HTTP on connections from `incoming`, advertising `addr`.
+    pub fn http_incoming(mut self, incoming: crate::transport::Incoming, addr: SocketAddr) -> Self {
+        self.http_listener = Some(crate::transport::Listen::Custom(crate::transport::IncomingListener {
+            incoming,
+            addr,
+        }));
+        self
+    }
+
+    /// Dials peers with `dialer` instead of the OS's TCP.
+    pub fn dialer(mut self, dialer: impl crate::transport::Dialer) -> Self {
+        self.dialer = Some(Arc::new(dialer));
         self
     }
 
@@ -157,11 +183,11 @@ impl NodeBuilder {
 
         let rpc_listener = match self.rpc_listener {
             Some(l) => l,
-            None => bind("BRAFT_RPORT", config.rport).await?,
+            None => crate::transport::Listen::Tcp(bind("BRAFT_RPORT", config.rport).await?),
         };
         let http_listener = match self.http_listener {
             Some(l) => l,
-            None => bind("BRAFT_HPORT", config.http_port()).await?,
+            None => crate::transport::Listen::Tcp(bind("BRAFT_HPORT", config.http_port()).await?),
         };
         let ip = match rpc_listener.local_addr()?.ip() {
             a if a.is_unspecified() => config.advertised_ip(),
@@ -188,7 +214,7 @@ impl NodeBuilder {
                 problem,
             }
         })?;
-        let pool = ChannelPool::new(Duration::from_millis(500), token.clone());
+        let pool = ChannelPool::new(Duration::from_millis(500), token.clone(), self.dialer);
         let consensus = Consensus::start(id, &config, pool.clone(), log_store, sm)
             .await
             .map_err(Error::Fatal)?;
@@ -401,6 +427,7 @@ impl Node {
             duplicate_service: None,
             rpc_listener: None,
             http_listener: None,
+            dialer: None,
             log_store: None,
             snapshot_store: None,
             grpc_routes: tonic::service::Routes::default(),

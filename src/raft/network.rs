@@ -35,14 +35,21 @@ pub struct ChannelPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     token: crate::auth::ClusterToken,
+    /// Dials peers instead of the OS's TCP (a simulation's network).
+    dialer: Option<Arc<dyn crate::transport::Dialer>>,
 }
 
 impl ChannelPool {
-    pub fn new(connect_timeout: Duration, token: crate::auth::ClusterToken) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        token: crate::auth::ClusterToken,
+        dialer: Option<Arc<dyn crate::transport::Dialer>>,
+    ) -> Self {
         Self {
             channels: Arc::default(),
             connect_timeout,
             token,
+            dialer,
         }
     }
 
@@ -53,12 +60,15 @@ impl ChannelPool {
         if let Some(c) = g.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = match &self.dialer {
+            None => endpoint.connect_lazy(),
+            Some(d) => endpoint.connect_with_connector_lazy(crate::transport::DialConnector(d.clone())),
+        };
         g.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -1,0 +1,123 @@
+//! The network seam: how a node accepts connections on RPORT and HPORT, and how it dials
+//! its peers. By default these are the operating system's TCP sockets. A deterministic
+//! simulation (turmoil) or a test harness can supply its own streams instead: any
+//! ordered, reliable byte stream will do.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A connected byte stream.
+pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
+
+/// A boxed connection: what a custom listener yields and a [`Dialer`] returns.
+pub struct BoxConn(Box<dyn Conn>);
+
+impl BoxConn {
+    pub fn new(c: impl Conn) -> Self {
+        Self(Box::new(c))
+    }
+}
+
+impl AsyncRead for BoxConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BoxConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for BoxConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// A stream of accepted connections: a custom listener.
+pub type Incoming = Pin<Box<dyn Stream<Item = io::Result<BoxConn>> + Send>>;
+
+/// What [`Dialer::dial`] returns.
+pub type DialFuture = Pin<Box<dyn Future<Output = io::Result<BoxConn>> + Send>>;
+
+/// Opens connections to peers (`host:port`).
+pub trait Dialer: Send + Sync + 'static {
+    fn dial(&self, addr: &str) -> DialFuture;
+}
+
+/// Adapts a [`Dialer`] to the connector tonic's channels want.
+#[derive(Clone)]
+pub(crate) struct DialConnector(pub Arc<dyn Dialer>);
+
+impl tower::Service<tonic::codegen::http::Uri> for DialConnector {
+    type Response = hyper_util::rt::TokioIo<BoxConn>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+        let dial = uri
+            .authority()
+            .map(|a| self.0.dial(a.as_str()))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host:port in {uri}")));
+        Box::pin(async move { Ok(hyper_util::rt::TokioIo::new(dial?.await?)) })
+    }
+}
+
+/// A custom listener for axum: the next accepted connection, forever.
+pub(crate) struct IncomingListener {
+    pub incoming: Incoming,
+    pub addr: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for IncomingListener {
+    type Io = BoxConn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(c)) => return (c, self.addr),
+                Some(Err(e)) => tracing::debug!("accept: {e}"),
+                // The listener is gone: accept nothing more (shutdown ends the server).
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+/// Where a server accepts connections.
+pub(crate) enum Listen {
+    Tcp(tokio::net::TcpListener),
+    Custom(IncomingListener),
+}
+
+impl Listen {
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Listen::Tcp(l) => l.local_addr(),
+            Listen::Custom(l) => Ok(l.addr),
+        }
+    }
+}
