@@ -101,6 +101,8 @@ pub struct LogAdapter {
     store: Arc<dyn LogStore>,
     pending: Pending,
     jobs: mpsc::Sender<Job>,
+    /// Inline mode: the writer and its queue, run by whoever queues a job.
+    inline: Option<Arc<Mutex<(Writer, mpsc::Receiver<Job>)>>>,
 }
 
 fn wire_err(e: wire::WireError) -> io::Error {
@@ -117,11 +119,37 @@ impl LogAdapter {
     pub fn new(store: Arc<dyn LogStore>) -> io::Result<Self> {
         let (jobs, rx) = mpsc::channel();
         let pending: Pending = Arc::default();
-        let (s, p) = (store.clone(), pending.clone());
-        std::thread::Builder::new()
-            .name("braft-log-writer".into())
-            .spawn(move || writer(s, p, rx))?;
-        Ok(Self { store, pending, jobs })
+        let w = Writer {
+            store: store.clone(),
+            pending: pending.clone(),
+            failed: None,
+        };
+        let inline = if store.runs_inline() {
+            Some(Arc::new(Mutex::new((w, rx))))
+        } else {
+            std::thread::Builder::new()
+                .name("braft-log-writer".into())
+                .spawn(move || writer(w, rx))?;
+            None
+        };
+        Ok(Self {
+            store,
+            pending,
+            jobs,
+            inline,
+        })
+    }
+
+    /// Inline mode: runs every queued job now, in this task.
+    fn pump(&self) {
+        if let Some(inline) = &self.inline {
+            let mut g = inline.lock().unwrap_or_else(|p| p.into_inner());
+            let (w, rx) = &mut *g;
+            let mut next = rx.try_recv().ok();
+            while let Some(job) = next.take() {
+                next = w.handle(job, &mut || rx.try_recv().ok()).or_else(|| rx.try_recv().ok());
+            }
+        }
     }
 
     /// Runs `op` on the writer thread after everything queued before it, and waits.
@@ -130,6 +158,7 @@ impl LogAdapter {
         self.jobs
             .send(Job::Op { op: Box::new(op), done })
             .map_err(|_| io::Error::other("log writer stopped"))?;
+        self.pump();
         rx.await
             .map_err(|_| io::Error::other("log writer stopped"))?
             .map_err(io::Error::from)
@@ -142,6 +171,9 @@ impl LogAdapter {
         F: FnOnce(&dyn LogStore) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.store.clone();
+        if self.inline.is_some() {
+            return f(store.as_ref()).map_err(io::Error::from);
+        }
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(io::Error::other)?
@@ -161,65 +193,76 @@ impl LogAdapter {
     }
 }
 
-/// The writer thread: appends queued together share one store write (one fsync); other
-/// operations run in queue order between them.
-fn writer(store: Arc<dyn LogStore>, pending: Pending, rx: mpsc::Receiver<Job>) {
-    // After the first failure nothing more is written: a later batch landing on disk
-    // after a failed one would leave a hole in the durable log. Every later job gets the
-    // error, and openraft stops the node.
-    let mut failed: Option<String> = None;
-    // A panic in the store must not drop callbacks unanswered (openraft would wait for
-    // the flush forever): it is caught and treated as a failure.
-    let guarded = |f: &mut dyn FnMut() -> Result<(), StoreError>| -> Result<(), StoreError> {
+/// The writer: appends queued together share one store write (one fsync); other
+/// operations run in queue order between them. It runs on its own thread, or — for
+/// stores that ask for it, like the in-memory twin in a deterministic simulation —
+/// inline, in the task that queued the job.
+struct Writer {
+    store: Arc<dyn LogStore>,
+    pending: Pending,
+    /// After the first failure nothing more is written: a later batch landing on disk
+    /// after a failed one would leave a hole in the durable log. Every later job gets
+    /// the error, and openraft stops the node.
+    failed: Option<String>,
+}
+
+impl Writer {
+    /// A panic in the store must not drop callbacks unanswered (openraft would wait
+    /// for the flush forever): it is caught and treated as a failure.
+    fn guarded(f: &mut dyn FnMut() -> Result<(), StoreError>) -> Result<(), StoreError> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
             .unwrap_or_else(|_| Err(StoreError::Engine("log store panicked".into())))
-    };
-    let mut next = rx.recv().ok();
-    while let Some(job) = next.take() {
+    }
+
+    /// Handles `job`, gathering the appends queued right behind an append (`more`
+    /// yields what is already queued). Returns the job that ended the gathering.
+    fn handle(&mut self, job: Job, more: &mut dyn FnMut() -> Option<Job>) -> Option<Job> {
         match job {
             Job::Op { op, done } => {
-                let r = match &failed {
+                let r = match &self.failed {
                     Some(e) => Err(StoreError::Engine(format!("log writer stopped after: {e}"))),
                     None => {
                         let mut op = Some(op);
-                        let r = guarded(&mut || (op.take().expect("runs once"))(store.as_ref()));
+                        let store = self.store.clone();
+                        let r = Self::guarded(&mut || (op.take().expect("runs once"))(store.as_ref()));
                         if let Err(e) = &r {
-                            failed = Some(e.to_string());
+                            self.failed = Some(e.to_string());
                         }
                         r
                     }
                 };
                 let _ = done.send(r);
-                next = rx.recv().ok();
+                None
             }
             Job::Append { entries, callback } => {
                 let mut batch = vec![(entries, callback)];
+                let mut next = None;
                 // Gather every append already queued, stopping at the first other job.
-                loop {
-                    match rx.try_recv() {
-                        Ok(Job::Append { entries, callback }) => batch.push((entries, callback)),
-                        Ok(other) => {
+                while let Some(job) = more() {
+                    match job {
+                        Job::Append { entries, callback } => batch.push((entries, callback)),
+                        other => {
                             next = Some(other);
                             break;
                         }
-                        Err(_) => break,
                     }
                 }
-                let result = match &failed {
+                let result = match &self.failed {
                     Some(e) => Err(StoreError::Engine(format!("log writer stopped after: {e}"))),
                     None => {
                         let raw: Vec<(u64, &[u8])> = batch
                             .iter()
                             .flat_map(|(es, _)| es.iter().map(|(i, b)| (*i, b.as_slice())))
                             .collect();
-                        guarded(&mut || store.append(&raw))
+                        let store = self.store.clone();
+                        Self::guarded(&mut || store.append(&raw))
                     }
                 };
                 match &result {
                     Ok(()) => {
                         // Now durable: these may leave the tail, unless a later append
                         // has already replaced an index (after a truncation).
-                        let mut p = lock(&pending);
+                        let mut p = lock(&self.pending);
                         for (es, _) in &batch {
                             for (i, b) in es {
                                 p.mark_durable(*i, b);
@@ -227,9 +270,9 @@ fn writer(store: Arc<dyn LogStore>, pending: Pending, rx: mpsc::Receiver<Job>) {
                         }
                         p.trim();
                     }
-                    Err(e) if failed.is_none() => {
+                    Err(e) if self.failed.is_none() => {
                         tracing::error!("log append failed: {e}");
-                        failed = Some(e.to_string());
+                        self.failed = Some(e.to_string());
                     }
                     Err(_) => {}
                 }
@@ -240,11 +283,17 @@ fn writer(store: Arc<dyn LogStore>, pending: Pending, rx: mpsc::Receiver<Job>) {
                     };
                     callback.io_completed(r);
                 }
-                if next.is_none() {
-                    next = rx.recv().ok();
-                }
+                next
             }
         }
+    }
+}
+
+/// The writer thread's loop; it ends when every sender is gone.
+fn writer(mut w: Writer, rx: mpsc::Receiver<Job>) {
+    let mut next = rx.recv().ok();
+    while let Some(job) = next.take() {
+        next = w.handle(job, &mut || rx.try_recv().ok()).or_else(|| rx.recv().ok());
     }
 }
 
@@ -356,7 +405,9 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
                 op: Box::new(move |s: &dyn LogStore| s.put_meta(MetaKey::Committed, &bytes)),
                 done,
             })
-            .map_err(|_| io::Error::other("log writer stopped"))
+            .map_err(|_| io::Error::other("log writer stopped"))?;
+        self.pump();
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -380,7 +431,9 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
         }
         self.jobs
             .send(Job::Append { entries, callback })
-            .map_err(|_| io::Error::other("log writer stopped"))
+            .map_err(|_| io::Error::other("log writer stopped"))?;
+        self.pump();
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -31,6 +31,10 @@ impl MemLogStore {
 }
 
 impl LogStore for MemLogStore {
+    fn runs_inline(&self) -> bool {
+        true
+    }
+
     fn append(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
         let mut g = self.lock();
         for (i, bytes) in entries {

@@ -73,6 +73,13 @@ pub trait LogStore: Send + Sync + 'static {
     /// Appends entries in ascending index order, replacing nothing. Durable on return.
     fn append(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError>;
 
+    /// Whether the log writer should run in the calling task rather than on a thread
+    /// of its own. Only for stores whose calls never block (the in-memory twin): a
+    /// deterministic simulation cannot have OS threads in the write path.
+    fn runs_inline(&self) -> bool {
+        false
+    }
+
     /// Removes every entry with an index greater than `after` (every entry, if `None`).
     fn truncate_after(&self, after: Option<u64>) -> Result<(), StoreError>;
 
