@@ -102,8 +102,11 @@ pub struct LogAdapter {
     pending: Pending,
     jobs: mpsc::Sender<Job>,
     /// Inline mode: the writer and its queue, run by whoever queues a job.
-    inline: Option<Arc<Mutex<(Writer, mpsc::Receiver<Job>)>>>,
+    inline: Option<Inline>,
 }
+
+/// The writer and its queue, for inline mode.
+type Inline = Arc<Mutex<(Writer, mpsc::Receiver<Job>)>>;
 
 fn wire_err(e: wire::WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
