@@ -26,6 +26,8 @@ pub mod pb;
 mod proc_info;
 pub(crate) mod raft;
 pub mod service;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod store;
 pub mod transport;
 

@@ -80,12 +80,21 @@ impl tower::Service<tonic::codegen::http::Uri> for SimConnector {
 }
 
 /// Starts node host `n{i+1}` on its surviving stores.
-fn add_node_host(sim: &mut turmoil::Sim<'_>, i: usize, tmp: Arc<tempfile::TempDir>, disk: Disk, stale_reads: bool) {
+fn add_node_host(
+    sim: &mut turmoil::Sim<'_>,
+    i: usize,
+    seed: u64,
+    tmp: Arc<tempfile::TempDir>,
+    disk: Disk,
+    stale_reads: bool,
+) {
     let name = format!("n{}", i + 1);
+    let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     sim.host(name, move || {
         let dir = tmp.path().join(format!("n{i}"));
         let disk = disk.clone();
-        async move {
+        let lives = restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let life = async move {
             let ip = turmoil::lookup(format!("n{}", i + 1));
             let peers: Vec<String> = (1..=3)
                 .map(|j| SocketAddr::new(turmoil::lookup(format!("n{j}")), RPORT).to_string())
@@ -101,6 +110,8 @@ fn add_node_host(sim: &mut turmoil::Sim<'_>, i: usize, tmp: Arc<tempfile::TempDi
                     c.request_timeout_ms = 2_000;
                     c.snapshot_logs = 200;
                     c.fault_stale_reads = stale_reads;
+                    // Fixed ids: generated ones would come from the OS's randomness.
+                    c.node_id = Some(i as u64 + 1);
                 })
                 .service(KvService::default())
                 .log_store(disk.log.clone())
@@ -113,7 +124,14 @@ fn add_node_host(sim: &mut turmoil::Sim<'_>, i: usize, tmp: Arc<tempfile::TempDi
             std::future::pending::<()>().await;
             drop(node);
             Ok(())
-        }
+        };
+        // Under the `sim` feature openraft's randomness comes from the seed (per host
+        // and per restart).
+        #[cfg(feature = "sim")]
+        let life = braft::sim::seeded(seed ^ ((i as u64 + 1) << 48) ^ (lives << 32), life);
+        #[cfg(not(feature = "sim"))]
+        let _ = (seed, lives);
+        life
     });
 }
 
@@ -240,6 +258,9 @@ struct SimRun {
     ops: usize,
     indeterminate: usize,
     faults: Vec<String>,
+    /// Everything observable, for the determinism check (deterministic build only).
+    #[cfg_attr(not(all(feature = "sim", tokio_unstable)), allow(dead_code))]
+    trace: String,
 }
 
 fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
@@ -254,7 +275,7 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
             log: Arc::new(MemLogStore::new()),
             snapshots: Arc::new(MemSnapshotStore::default()),
         };
-        add_node_host(&mut sim, i, tmp.clone(), disk, stale_reads);
+        add_node_host(&mut sim, i, seed, tmp.clone(), disk, stale_reads);
     }
     let history: Arc<std::sync::Mutex<Vec<Op>>> = Arc::default();
     for c in 0..3u64 {
@@ -389,6 +410,7 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
     Ok(SimRun {
         ops: history.len(),
         indeterminate: history.iter().filter(|o| o.output.is_none()).count(),
+        trace: format!("{history:?}\n{faults:?}\n{:?}", sim.elapsed()),
         faults,
     })
 }
@@ -445,6 +467,24 @@ fn seeded_faults_catch_the_stale_reads_fault() {
     panic!("ten seeds with stale reads and the simulation found nothing");
 }
 
+/// The same seed gives the same run: every operation, with its simulated call and
+/// return times, and every fault. Only meaningful in the deterministic build
+/// (`scripts/sim.sh`: the `sim` feature and `--cfg tokio_unstable`).
+///
+/// Known to fail today: two runs agree until the faults start and diverge soon after
+/// (op 52 of ~200, 3.9 s of simulated time, in the last try). Kept, ignored, as the
+/// yardstick for the remaining work (docs/NOTES.md); run it with
+/// `scripts/sim.sh a_seed_replays -- --ignored`.
+#[cfg(all(feature = "sim", tokio_unstable))]
+#[test]
+#[ignore = "not deterministic yet: runs diverge after the first faults"]
+fn a_seed_replays_exactly() {
+    let a = run_seed(3, false).expect("seed 3 passes");
+    let b = run_seed(3, false).expect("seed 3 passes again");
+    assert!(a.ops > 50);
+    assert_eq!(a.trace, b.trace, "two runs of seed 3 differ");
+}
+
 #[test]
 fn three_simulated_hosts_form_a_cluster_and_serve() {
     let mut sim = turmoil::Builder::new()
@@ -452,39 +492,12 @@ fn three_simulated_hosts_form_a_cluster_and_serve() {
         .rng_seed(7)
         .build();
     let tmp = Arc::new(tempfile::tempdir().unwrap());
-    let names = ["n1", "n2", "n3"];
-    for (i, name) in names.iter().enumerate() {
-        let tmp = tmp.clone();
-        sim.host(*name, move || {
-            let dir = tmp.path().join(format!("n{i}"));
-            async move {
-                let ip = turmoil::lookup(format!("n{}", i + 1));
-                let peers: Vec<String> = (1..=3)
-                    .map(|j| SocketAddr::new(turmoil::lookup(format!("n{j}")), RPORT).to_string())
-                    .collect();
-                let node = Node::builder()
-                    .config(Config::default())
-                    .configure(move |c| {
-                        c.discovery = Discovery::Static(peers);
-                        c.data_dir = Some(dir);
-                        c.ip = Some(ip);
-                        c.heartbeat_ms = 50;
-                        c.election_timeout_ms = 400;
-                    })
-                    .service(KvService::default())
-                    .log_store(Arc::new(MemLogStore::new()))
-                    .snapshot_store(Arc::new(MemSnapshotStore::default()))
-                    .rpc_incoming(listen(RPORT), SocketAddr::new(ip, RPORT))
-                    .http_incoming(listen(HPORT), SocketAddr::new(ip, HPORT))
-                    .dialer(SimDialer)
-                    .start()
-                    .await?;
-                // Serve until the simulation ends.
-                std::future::pending::<()>().await;
-                drop(node);
-                Ok(())
-            }
-        });
+    for i in 0..3 {
+        let disk = Disk {
+            log: Arc::new(MemLogStore::new()),
+            snapshots: Arc::new(MemSnapshotStore::default()),
+        };
+        add_node_host(&mut sim, i, 7, tmp.clone(), disk, false);
     }
     sim.client("client", async move {
         let channel = |host: &str| {

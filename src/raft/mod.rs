@@ -50,6 +50,7 @@ pub enum Response {
     Err(ServiceError),
 }
 
+#[cfg(not(feature = "sim"))]
 openraft::declare_raft_types!(
     /// braft's openraft type configuration: default ids, votes and entries, with our
     /// request, response and node types.
@@ -58,6 +59,19 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Peer,
+);
+
+#[cfg(feature = "sim")]
+openraft::declare_raft_types!(
+    /// The simulation's configuration: the same, with openraft's randomness (election
+    /// timeouts) drawn from a seeded RNG. Every node must start inside
+    /// [`crate::sim::seeded`].
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = Peer,
+        AsyncRuntime = openraft_rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>,
 );
 
 pub type Raft = openraft::Raft<TypeConfig, sm::StateMachine>;

@@ -148,9 +148,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = self.snapshots.clone();
         let to_save = bytes.clone();
         let index = body.meta.last_log_id.map_or(0, |l| l.index);
-        let kept = tokio::task::spawn_blocking(move || store.save(index, &to_save))
-            .await
-            .map_err(io::Error::other)??;
+        let kept = crate::store::snapshot::on_store(store, move |s| s.save(index, &to_save)).await?;
         if kept {
             tracing::info!(last_log_id = ?body.meta.last_log_id, bytes = bytes.len(), "snapshot built");
         } else {
@@ -249,18 +247,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let store = self.snapshots.clone();
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        tokio::task::spawn_blocking(move || store.save(index, &snapshot))
-            .await
-            .map_err(io::Error::other)??;
+        crate::store::snapshot::on_store(store, move |s| s.save(index, &snapshot)).await?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot from leader");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let store = self.snapshots.clone();
-        let bytes = tokio::task::spawn_blocking(move || store.load_latest())
-            .await
-            .map_err(io::Error::other)??;
+        let bytes = crate::store::snapshot::on_store(store, |s| s.load_latest()).await?;
         match bytes {
             None => Ok(None),
             Some(bytes) => {

@@ -10,7 +10,7 @@
 
 mod mem;
 mod redb;
-mod snapshot;
+pub(crate) mod snapshot;
 
 pub use self::mem::MemLogStore;
 pub use self::redb::RedbLogStore;

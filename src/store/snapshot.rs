@@ -20,6 +20,26 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// was kept.
     fn save(&self, index: u64, bytes: &[u8]) -> io::Result<bool>;
     fn load_latest(&self) -> io::Result<Option<Vec<u8>>>;
+
+    /// Whether calls may run in the calling task instead of on tokio's blocking pool.
+    /// Only for stores that never block (the in-memory twin): a deterministic
+    /// simulation cannot have OS threads in the path.
+    fn runs_inline(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `f` on the store: inline if it asks for that, else on the blocking pool.
+pub(crate) async fn on_store<T: Send + 'static>(
+    store: std::sync::Arc<dyn SnapshotStore>,
+    f: impl FnOnce(&dyn SnapshotStore) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    if store.runs_inline() {
+        return f(store.as_ref());
+    }
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// Snapshots as plain files named by index: write a temp file, fsync, rename, fsync the
@@ -97,6 +117,10 @@ pub struct MemSnapshotStore {
 }
 
 impl SnapshotStore for MemSnapshotStore {
+    fn runs_inline(&self) -> bool {
+        true
+    }
+
     fn save(&self, index: u64, bytes: &[u8]) -> io::Result<bool> {
         let mut g = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         if g.as_ref().is_some_and(|(i, _)| *i >= index) {
