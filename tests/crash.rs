@@ -48,22 +48,20 @@ fn spawn(p: &Proc, discovery: &str) -> Child {
         .expect("spawn braft")
 }
 
-fn kill9(p: &mut Proc) {
-    if let Some(mut c) = p.child.take() {
-        let _ = c.kill(); // SIGKILL: no shutdown path runs.
-        let _ = c.wait();
-    }
+/// Three processes started together, and a client for their HTTP APIs.
+struct Three {
+    procs: Vec<Proc>,
+    discovery: String,
+    client: reqwest::Client,
+    urls: Vec<String>,
 }
 
-/// Kill all three nodes mid-load, restart them: every acknowledged write is present.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_all_nodes_mid_load_then_every_acknowledged_write_survives() {
-    let tmp = tempfile::tempdir().unwrap();
+fn three(dir: &std::path::Path) -> Three {
     let mut procs: Vec<Proc> = (0..3)
         .map(|i| Proc {
             rport: free_port(),
             hport: free_port(),
-            dir: tmp.path().join(format!("n{i}")),
+            dir: dir.join(format!("n{i}")),
             child: None,
         })
         .collect();
@@ -79,7 +77,32 @@ async fn kill_all_nodes_mid_load_then_every_acknowledged_write_survives() {
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
-    let urls: Vec<String> = procs.iter().map(|p| format!("http://127.0.0.1:{}", p.hport)).collect();
+    let urls = procs.iter().map(|p| format!("http://127.0.0.1:{}", p.hport)).collect();
+    Three {
+        procs,
+        discovery,
+        client,
+        urls,
+    }
+}
+
+fn kill9(p: &mut Proc) {
+    if let Some(mut c) = p.child.take() {
+        let _ = c.kill(); // SIGKILL: no shutdown path runs.
+        let _ = c.wait();
+    }
+}
+
+/// Kill all three nodes mid-load, restart them: every acknowledged write is present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_all_nodes_mid_load_then_every_acknowledged_write_survives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Three {
+        mut procs,
+        discovery,
+        client,
+        urls,
+    } = three(tmp.path());
 
     // Load: four writers, each spreading unique keys over all nodes, recording acks.
     let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
@@ -159,27 +182,12 @@ async fn kill_all_nodes_mid_load_then_every_acknowledged_write_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_leader_never_serves_a_read_older_than_an_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut procs: Vec<Proc> = (0..3)
-        .map(|i| Proc {
-            rport: free_port(),
-            hport: free_port(),
-            dir: tmp.path().join(format!("n{i}")),
-            child: None,
-        })
-        .collect();
-    let discovery = procs
-        .iter()
-        .map(|p| format!("127.0.0.1:{}", p.rport))
-        .collect::<Vec<_>>()
-        .join(",");
-    for p in procs.iter_mut() {
-        p.child = Some(spawn(p, &discovery));
-    }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let urls: Vec<String> = procs.iter().map(|p| format!("http://127.0.0.1:{}", p.hport)).collect();
+    let Three {
+        mut procs,
+        discovery,
+        client,
+        urls,
+    } = three(tmp.path());
     let put = |url: String, v: &'static str| {
         let client = client.clone();
         async move {

@@ -142,6 +142,15 @@ struct Disk {
     snapshots: Arc<MemSnapshotStore>,
 }
 
+impl Disk {
+    fn empty() -> Self {
+        Disk {
+            log: Arc::new(MemLogStore::new()),
+            snapshots: Arc::new(MemSnapshotStore::default()),
+        }
+    }
+}
+
 fn channel(host: &str) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{host}:{RPORT}"))
         .unwrap()
@@ -271,11 +280,7 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
         .build();
     let tmp = Arc::new(tempfile::tempdir().unwrap());
     for i in 0..3 {
-        let disk = Disk {
-            log: Arc::new(MemLogStore::new()),
-            snapshots: Arc::new(MemSnapshotStore::default()),
-        };
-        add_node_host(&mut sim, i, seed, tmp.clone(), disk, stale_reads);
+        add_node_host(&mut sim, i, seed, tmp.clone(), Disk::empty(), stale_reads);
     }
     let history: Arc<std::sync::Mutex<Vec<Op>>> = Arc::default();
     for c in 0..3u64 {
@@ -493,11 +498,7 @@ fn three_simulated_hosts_form_a_cluster_and_serve() {
         .build();
     let tmp = Arc::new(tempfile::tempdir().unwrap());
     for i in 0..3 {
-        let disk = Disk {
-            log: Arc::new(MemLogStore::new()),
-            snapshots: Arc::new(MemSnapshotStore::default()),
-        };
-        add_node_host(&mut sim, i, 7, tmp.clone(), disk, false);
+        add_node_host(&mut sim, i, 7, tmp.clone(), Disk::empty(), false);
     }
     sim.client("client", async move {
         let channel = |host: &str| {

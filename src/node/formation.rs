@@ -299,25 +299,12 @@ async fn hello(node: &Node, addr: &str) -> Option<HelloReply> {
 }
 
 async fn join(node: &Node, leader: &Peer) -> Result<(), String> {
-    let mut client = node
-        .inner
-        .pool
-        .raft_client(&leader.rpc_addr)
-        .map_err(|e| e.to_string())?;
     let data = wire::encode(&JoinRequest {
         id: node.id(),
         peer: node.peer().clone(),
     })
     .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.join(crate::pb::Opaque { data }))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    match wire::decode::<JoinReply>(&resp.into_inner().data).map_err(|e| e.to_string())? {
-        JoinReply::Accepted => Ok(()),
-        JoinReply::NotLeader { leader } => Err(format!("not the leader (leader: {leader:?})")),
-        JoinReply::Failed(e) => Err(e),
-    }
+    membership_rpc(node, leader, data, false).await
 }
 
 impl Node {
@@ -361,9 +348,7 @@ impl Node {
     pub(crate) async fn handle_join(&self, req: JoinRequest) -> JoinReply {
         let st = self.status();
         if !st.is_leader() {
-            return JoinReply::NotLeader {
-                leader: st.leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
-            };
+            return not_leader(&st);
         }
         let result = match st.members.get(&req.id) {
             Some(p) if *p == req.peer => return JoinReply::Accepted,
@@ -376,19 +361,14 @@ impl Node {
                 self.consensus().add_learner(req.id, req.peer.clone()).await
             }
         };
-        match result {
-            Ok(()) => JoinReply::Accepted,
-            Err(e) => JoinReply::Failed(format!("membership change: {e}")),
-        }
+        membership_reply(result)
     }
 
     /// Removes a leaving node (leader only). Idempotent.
     pub(crate) async fn handle_leave(&self, req: LeaveRequest) -> JoinReply {
         let st = self.status();
         if !st.is_leader() {
-            return JoinReply::NotLeader {
-                leader: st.leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
-            };
+            return not_leader(&st);
         }
         if req.id == self.id() {
             return JoinReply::Failed("the leader cannot remove itself; transfer leadership first".into());
@@ -402,10 +382,7 @@ impl Node {
         } else {
             Ok(())
         };
-        match result {
-            Ok(()) => JoinReply::Accepted,
-            Err(e) => JoinReply::Failed(format!("membership change: {e}")),
-        }
+        membership_reply(result)
     }
 
     /// Leaves the cluster: hands leadership over first if this node leads, then asks
@@ -456,13 +433,40 @@ impl Node {
 }
 
 async fn leave_via(node: &Node, leader: &Peer) -> Result<(), String> {
+    let data = wire::encode(&LeaveRequest { id: node.id() }).map_err(|e| e.to_string())?;
+    membership_rpc(node, leader, data, true).await
+}
+
+fn not_leader(st: &crate::raft::consensus::RaftStatus) -> JoinReply {
+    JoinReply::NotLeader {
+        leader: st.leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
+    }
+}
+
+fn membership_reply(result: Result<(), String>) -> JoinReply {
+    match result {
+        Ok(()) => JoinReply::Accepted,
+        Err(e) => JoinReply::Failed(format!("membership change: {e}")),
+    }
+}
+
+/// Sends an encoded `Join` (or, with `leave`, `Leave`) request to `leader` and reads
+/// its answer.
+async fn membership_rpc(node: &Node, leader: &Peer, data: Vec<u8>, leave: bool) -> Result<(), String> {
     let mut client = node
         .inner
         .pool
         .raft_client(&leader.rpc_addr)
         .map_err(|e| e.to_string())?;
-    let data = wire::encode(&LeaveRequest { id: node.id() }).map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.leave(crate::pb::Opaque { data }))
+    let req = crate::pb::Opaque { data };
+    let call = async {
+        if leave {
+            client.leave(req).await
+        } else {
+            client.join(req).await
+        }
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(5), call)
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
