@@ -116,15 +116,7 @@ async fn the_quorum_floor_keeps_a_dead_voter() {
     assert_eq!(st.voters.len(), 3, "{st:?}");
     assert!(st.voters.contains(&victim_id));
     // /raft shows the dead voter as such.
-    let raft: Value = c
-        .client
-        .get(c.url(leader, "/raft"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raft: Value = c.get_json(leader, "/raft").await;
     let entry = raft["raftServers"]
         .as_array()
         .unwrap()

@@ -366,15 +366,7 @@ async fn three_nodes_form_one_cluster_by_mdns_alone() {
     c.put_ok(0, "found", "by-mdns").await;
     assert_eq!(c.get(2, "found", "linearizable").await.as_deref(), Some("by-mdns"));
 
-    let raft: Value = c
-        .client
-        .get(c.url(1, "/raft"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raft: Value = c.get_json(1, "/raft").await;
     let svc = format!("_bt{}._tcp", std::process::id() % 1_000_000);
     assert_eq!(raft["discovery"], format!("mdns://{svc}"));
     for n in raft["nodes"].as_array().unwrap() {

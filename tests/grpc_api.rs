@@ -160,15 +160,7 @@ async fn peer_rpcs_require_the_cluster_token() {
     req.metadata_mut().insert("x-braft-token", "s3cret".parse().unwrap());
     assert!(raft.get_details(req).await.is_ok());
     // /raft still gathers every member's details (peers sign those calls too).
-    let raft_status: serde_json::Value = c
-        .client
-        .get(c.url(0, "/raft"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raft_status: serde_json::Value = c.get_json(0, "/raft").await;
     for n in raft_status["nodes"].as_array().unwrap() {
         assert!(n.get("error").is_none(), "{n}");
     }

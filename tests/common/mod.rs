@@ -243,6 +243,18 @@ impl Cluster {
         }
     }
 
+    /// GET `path` on node `i` as JSON.
+    pub async fn get_json(&self, i: usize, path: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(i, path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn put(&self, i: usize, key: &str, value: &str) -> reqwest::Response {
         self.client
             .put(self.url(i, &format!("/v1/kv/{key}")))
