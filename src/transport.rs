@@ -59,9 +59,10 @@ pub trait Dialer: Send + Sync + 'static {
     fn dial(&self, addr: &str) -> DialFuture;
 }
 
-/// Adapts a [`Dialer`] to the connector tonic's channels want.
+/// Adapts a [`Dialer`] to the connector tonic's channels want
+/// (`Endpoint::connect_with_connector_lazy`), for peers and for clients alike.
 #[derive(Clone)]
-pub(crate) struct DialConnector(pub Arc<dyn Dialer>);
+pub struct DialConnector(pub Arc<dyn Dialer>);
 
 impl tower::Service<tonic::codegen::http::Uri> for DialConnector {
     type Response = hyper_util::rt::TokioIo<BoxConn>;

@@ -56,29 +56,6 @@ fn listen(port: u16) -> Incoming {
     ))
 }
 
-/// A tonic connector for the client host.
-#[derive(Clone)]
-struct SimConnector;
-
-impl tower::Service<tonic::codegen::http::Uri> for SimConnector {
-    type Response = hyper_util::rt::TokioIo<BoxConn>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
-        let addr = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        Box::pin(async move {
-            Ok(hyper_util::rt::TokioIo::new(BoxConn::new(
-                turmoil::net::TcpStream::connect(addr).await?,
-            )))
-        })
-    }
-}
-
 /// Starts node host `n{i+1}` on its surviving stores.
 fn add_node_host(
     sim: &mut turmoil::Sim<'_>,
@@ -155,7 +132,7 @@ fn channel(host: &str) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{host}:{RPORT}"))
         .unwrap()
         .connect_timeout(Duration::from_millis(500))
-        .connect_with_connector_lazy(SimConnector)
+        .connect_with_connector_lazy(braft::transport::DialConnector(Arc::new(SimDialer)))
 }
 
 type Op = Operation<Input, Output>;
@@ -520,7 +497,7 @@ fn three_simulated_hosts_form_a_cluster_and_serve() {
         let channel = |host: &str| {
             tonic::transport::Endpoint::from_shared(format!("http://{host}:{RPORT}"))
                 .unwrap()
-                .connect_with_connector_lazy(SimConnector)
+                .connect_with_connector_lazy(braft::transport::DialConnector(Arc::new(SimDialer)))
         };
         let mut first = KvClient::new(channel("n1"));
         // Retry until a leader is elected.

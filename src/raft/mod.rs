@@ -50,7 +50,14 @@ pub enum Response {
     Err(ServiceError),
 }
 
+/// The async runtime openraft runs on: tokio; in the simulation (feature `sim`), tokio
+/// with openraft's randomness (election timeouts) drawn from a seeded RNG, so every
+/// node must start inside [`crate::sim::seeded`].
 #[cfg(not(feature = "sim"))]
+pub type Runtime = openraft_rt_tokio::TokioRuntime;
+#[cfg(feature = "sim")]
+pub type Runtime = openraft_rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>;
+
 openraft::declare_raft_types!(
     /// braft's openraft type configuration: default ids, votes and entries, with our
     /// request, response and node types.
@@ -59,19 +66,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Peer,
-);
-
-#[cfg(feature = "sim")]
-openraft::declare_raft_types!(
-    /// The simulation's configuration: the same, with openraft's randomness (election
-    /// timeouts) drawn from a seeded RNG. Every node must start inside
-    /// [`crate::sim::seeded`].
-    pub TypeConfig:
-        D = Request,
-        R = Response,
-        NodeId = NodeId,
-        Node = Peer,
-        AsyncRuntime = openraft_rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>,
+        AsyncRuntime = Runtime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig, sm::StateMachine>;
