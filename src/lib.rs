@@ -38,5 +38,6 @@ pub use error::LeaderHint;
 pub use kv::KvService;
 pub use node::{Consistency, Node, NodeBuilder};
 pub use raft::consensus::RaftStatus;
+pub use raft::sm::StateHash;
 pub use raft::{NodeId, Peer};
 pub use service::{ApplyContext, Service, ServiceError};

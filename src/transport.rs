@@ -122,3 +122,29 @@ impl Listen {
         }
     }
 }
+
+/// Whether a failed gRPC call never left this process: the connection itself could not
+/// be made. Only then is a write certainly not applied, and safe to retry elsewhere;
+/// any other failure may have reached the server.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        if e.to_string().contains("tcp connect error") {
+            return true;
+        }
+        cause = e.source();
+    }
+    status.message().contains("tcp connect error")
+}

@@ -19,7 +19,7 @@
 //! is replaced because promotion counts *healthy* voters: the learner is promoted first,
 //! which then lets the dead voter's removal pass the quorum floor.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 // Tokio's clock, not the OS's: a simulation (or a paused test runtime) drives it.
@@ -38,6 +38,9 @@ const TICK: Duration = Duration::from_millis(250);
 const EVENTS_KEPT: usize = 50;
 /// An action that has not finished in this long is given up (and retried next round).
 const ACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a committed joint configuration may wait for its second step before
+/// autopilot finishes it.
+const JOINT_GRACE: Duration = Duration::from_secs(1);
 
 /// Autopilot's settings, from [`Config`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +96,10 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     /// A membership change is in flight: decide nothing until it completes.
     pub changing: bool,
+    /// A committed joint configuration nobody has finished: its proposer lost
+    /// leadership between openraft's two steps. Left alone, every later change waits
+    /// on it forever.
+    pub stuck_joint: bool,
 }
 
 /// A membership change autopilot wants.
@@ -101,6 +108,7 @@ pub enum Action {
     Promote(NodeId),
     RemoveVoter(NodeId),
     RemoveLearner(NodeId),
+    FinishJoint,
 }
 
 impl std::fmt::Display for Action {
@@ -109,6 +117,7 @@ impl std::fmt::Display for Action {
             Action::Promote(id) => write!(f, "promote learner {id} to voter"),
             Action::RemoveVoter(id) => write!(f, "remove dead voter {id}"),
             Action::RemoveLearner(id) => write!(f, "remove dead learner {id}"),
+            Action::FinishJoint => write!(f, "finish an interrupted joint membership change"),
         }
     }
 }
@@ -128,6 +137,10 @@ fn majority(n: usize) -> usize {
 /// The pure decision function. See the module docs for the rules.
 pub fn decide(view: &ClusterView, cfg: &AutopilotConfig) -> Decision {
     let mut d = Decision::default();
+    if view.stuck_joint {
+        d.action = Some(Action::FinishJoint);
+        return d;
+    }
     if view.changing {
         d.blocked.push("a membership change is in progress".into());
         return d;
@@ -195,6 +208,13 @@ pub struct Tracker {
     term: Option<u64>,
     leading_since: Option<Instant>,
     healthy_since: BTreeMap<NodeId, Instant>,
+    /// Since when the membership has been a committed joint configuration.
+    joint_since: Option<Instant>,
+    /// The members when this leader first looked.
+    initial: BTreeSet<NodeId>,
+    /// When each member added since then first appeared. A node added (or added back)
+    /// a moment ago cannot have been silent for longer than that.
+    member_since: BTreeMap<NodeId, Instant>,
 }
 
 impl Tracker {
@@ -208,7 +228,8 @@ impl Tracker {
             *self = Tracker {
                 term: Some(st.term),
                 leading_since: Some(now),
-                healthy_since: BTreeMap::new(),
+                initial: st.members.keys().copied().collect(),
+                ..Tracker::default()
             };
         }
         let leading_for = now.saturating_duration_since(self.leading_since.unwrap_or(now));
@@ -225,8 +246,20 @@ impl Tracker {
                 });
                 continue;
             }
-            // Never acknowledged since this node took over: silent since then.
-            let silent_for = st.last_ack.get(id).copied().flatten().unwrap_or(leading_for);
+            // Silent at most since it became a member under this leader: without this
+            // cap, a learner added back after a removal was "dead" on arrival (never
+            // acknowledged, or acknowledged long ago) and removed again at once, over
+            // and over (found by the simulation, seed 1).
+            let member_for = if self.initial.contains(id) {
+                leading_for
+            } else {
+                now.saturating_duration_since(*self.member_since.entry(*id).or_insert(now))
+            };
+            let silent_for = match st.last_ack.get(id).copied().flatten() {
+                Some(ack) if self.initial.contains(id) => ack,
+                Some(ack) => ack.min(member_for),
+                None => member_for,
+            };
             let trailing = st
                 .last_log_index
                 .saturating_sub(st.matched.get(id).copied().unwrap_or(0));
@@ -245,11 +278,22 @@ impl Tracker {
                 healthy_for,
             });
         }
+        // openraft runs the second step right after the first commits; a joint
+        // configuration still there a second later has lost its proposer.
+        let stuck_joint = if st.joint_membership && st.membership_committed {
+            now.saturating_duration_since(*self.joint_since.get_or_insert(now)) >= JOINT_GRACE
+        } else {
+            self.joint_since = None;
+            false
+        };
         self.healthy_since.retain(|id, _| st.members.contains_key(id));
+        self.member_since.retain(|id, _| st.members.contains_key(id));
+        self.initial.retain(|id| st.members.contains_key(id));
         Some(ClusterView {
             leader: st.id,
             members,
             changing: st.membership_changing,
+            stuck_joint,
         })
     }
 }
@@ -355,6 +399,7 @@ pub(super) async fn run(node: Node) {
                 Action::Promote(id) => c.promote(std::collections::BTreeSet::from([id])).await,
                 Action::RemoveVoter(id) => c.remove_voter(id).await,
                 Action::RemoveLearner(id) => c.remove_learner(id).await,
+                Action::FinishJoint => c.finish_joint().await,
             }
         })
         .await
@@ -450,6 +495,7 @@ mod tests {
             leader: 1,
             members,
             changing: false,
+            stuck_joint: false,
         }
     }
 
@@ -618,5 +664,83 @@ mod tests {
         // Not the leader: no view.
         st.state = "Follower".into();
         assert!(t.observe(&st, &cfg, t0 + s(13)).is_none());
+    }
+
+    /// A joint configuration left behind by a leader that lost office between the two
+    /// steps is finished, after a grace period, before anything else is considered.
+    #[test]
+    fn an_interrupted_joint_change_is_finished() {
+        let cfg = cfg();
+        let mut st = RaftStatus {
+            id: 2,
+            state: "Leader".into(),
+            term: 3,
+            leader: Some(2),
+            joint_membership: true,
+            membership_committed: true,
+            membership_changing: true,
+            ..Default::default()
+        };
+        for id in 1..=3 {
+            st.members.insert(id, Default::default());
+        }
+        st.voters = [1, 2, 3].into();
+        st.last_ack = [(1, Some(Duration::ZERO)), (3, Some(Duration::ZERO))].into();
+        let mut t = Tracker::default();
+        let t0 = Instant::now();
+        let v = t.observe(&st, &cfg, t0).unwrap();
+        assert_eq!(decide(&v, &cfg).action, None, "its proposer may still be finishing it");
+        let v = t.observe(&st, &cfg, t0 + JOINT_GRACE).unwrap();
+        assert_eq!(decide(&v, &cfg).action, Some(Action::FinishJoint));
+        // An uncommitted joint configuration is still in flight: wait.
+        st.membership_committed = false;
+        let v = t.observe(&st, &cfg, t0 + s(5)).unwrap();
+        assert_eq!(decide(&v, &cfg).action, None);
+    }
+
+    /// A node added while this leader leads is silent only since it was added, however
+    /// long ago it last acknowledged anything: a removed node that rejoins as a learner
+    /// must not be removed again as dead on arrival.
+    #[test]
+    fn a_member_added_back_is_not_dead_on_arrival() {
+        let cfg = cfg(); // dead after 60 s
+        let mut st = RaftStatus {
+            id: 1,
+            state: "Leader".into(),
+            term: 2,
+            leader: Some(1),
+            last_log_index: 100,
+            ..Default::default()
+        };
+        for id in 1..=3 {
+            st.members.insert(id, Default::default());
+        }
+        st.voters = [1, 2, 3].into();
+        st.last_ack = [(2, Some(Duration::ZERO)), (3, Some(Duration::ZERO))].into();
+        let mut t = Tracker::default();
+        let t0 = Instant::now();
+        t.observe(&st, &cfg, t0).unwrap();
+
+        // 100 s later node 4 joins; openraft reports no ack yet, or an old one.
+        let get = |v: &ClusterView, id| v.members.iter().find(|m| m.id == id).cloned().unwrap();
+        st.members.insert(4, Default::default());
+        for ack in [None, Some(s(500))] {
+            st.last_ack.insert(4, ack);
+            let v = t.observe(&st, &cfg, t0 + s(100)).unwrap();
+            assert_eq!(get(&v, 4).silent_for, Duration::ZERO);
+            assert_eq!(decide(&v, &cfg).action, None, "ack {ack:?}");
+        }
+        // Still silent 61 s after joining: now it is dead, and removed.
+        st.last_ack.insert(4, None);
+        let v = t.observe(&st, &cfg, t0 + s(161)).unwrap();
+        assert_eq!(get(&v, 4).silent_for, s(61));
+        assert_eq!(decide(&v, &cfg).action, Some(Action::RemoveLearner(4)));
+
+        // Removed, then added back 10 s later: its clock starts over.
+        st.members.remove(&4);
+        t.observe(&st, &cfg, t0 + s(162)).unwrap();
+        st.members.insert(4, Default::default());
+        let v = t.observe(&st, &cfg, t0 + s(172)).unwrap();
+        assert_eq!(get(&v, 4).silent_for, Duration::ZERO);
     }
 }

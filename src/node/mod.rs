@@ -38,7 +38,7 @@ use crate::discovery::Discovery;
 use crate::error::{Error, LeaderHint};
 use crate::raft::consensus::{Consensus, Proposal, RaftStatus, ReadGate};
 use crate::raft::network::ChannelPool;
-use crate::raft::sm::{SharedState, StateMachine};
+use crate::raft::sm::{SharedState, StateHash, StateMachine};
 use crate::raft::{wire, NodeId, Peer, Request, Response};
 use crate::service::{Registry, Service, ServiceError};
 use crate::store::{FileSnapshotStore, LogStore, RedbLogStore, SnapshotStore};
@@ -481,6 +481,13 @@ impl Node {
         self.status()
     }
 
+    /// A fingerprint of this node's applied state and the index it was taken at. Two
+    /// replicas at the same index must report the same hash (see
+    /// [`StateHash`]); the simulation checks this after every restart.
+    pub fn state_hash(&self) -> Result<StateHash, Error> {
+        self.inner.state.hash().map_err(Error::Service)
+    }
+
     /// The candidate peers discovery found last.
     pub fn discovered_peers(&self) -> Vec<String> {
         self.inner
@@ -764,7 +771,7 @@ impl Node {
         };
         match tokio::time::timeout(remaining, client.forward(crate::pb::Opaque { data })).await {
             Err(_) => Err(lost(format!("no answer from leader {} in time", leader.rpc_addr))),
-            Ok(Err(status)) if never_sent(&status) => Err(unavailable(format!(
+            Ok(Err(status)) if crate::transport::never_sent(&status) => Err(unavailable(format!(
                 "cannot reach leader {}: {status}",
                 leader.rpc_addr
             ))),
@@ -900,31 +907,6 @@ fn hint(id: NodeId, peer: Option<&Peer>) -> LeaderHint {
         rpc_addr: peer.map(|p| p.rpc_addr.clone()).unwrap_or_default(),
         http_addr: peer.map(|p| p.http_addr.clone()).unwrap_or_default(),
     }
-}
-
-/// Whether a failed RPC never left this node: the connection itself could not be made.
-/// Only then is a write safe to retry elsewhere.
-fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
-            ) {
-                return true;
-            }
-        }
-        if e.to_string().contains("tcp connect error") {
-            return true;
-        }
-        cause = e.source();
-    }
-    status.message().contains("tcp connect error")
 }
 
 fn written(r: Result<ForwardReply, Error>) -> Attempt<(u64, Vec<u8>)> {

@@ -64,6 +64,10 @@ pub struct RaftStatus {
     /// A membership change is under way (a joint configuration, or the latest
     /// membership entry is not committed yet).
     pub membership_changing: bool,
+    /// The membership is a joint configuration (old and new voter sets at once).
+    pub joint_membership: bool,
+    /// The latest membership entry is committed.
+    pub membership_committed: bool,
 }
 
 impl RaftStatus {
@@ -115,8 +119,9 @@ impl Consensus {
                     .collect()
             })
             .unwrap_or_default();
-        let membership_changing = membership.get_joint_config().len() > 1
-            || m.membership_config.log_id() != m.committed_membership_config.log_id();
+        let joint_membership = membership.get_joint_config().len() > 1;
+        let membership_committed = m.membership_config.log_id() == m.committed_membership_config.log_id();
+        let membership_changing = joint_membership || !membership_committed;
         RaftStatus {
             id: m.id,
             state: state.to_string(),
@@ -134,6 +139,8 @@ impl Consensus {
             matched,
             last_ack,
             membership_changing,
+            joint_membership,
+            membership_committed,
         }
     }
 
@@ -250,6 +257,17 @@ impl Consensus {
     }
 
     /// Hands leadership to `to` (leader only).
+    /// Completes a joint membership whose second step never came (its proposer lost
+    /// leadership between the two steps): moves to the joint configuration's new voter
+    /// set.
+    pub async fn finish_joint(&self) -> Result<(), String> {
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::new()), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), String> {
         self.raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string())
     }

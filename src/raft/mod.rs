@@ -59,13 +59,17 @@ pub type Runtime = openraft_rt_tokio::TokioRuntime;
 pub type Runtime = openraft_rt::deterministic_rng::DeterministicRng<openraft_rt_tokio::TokioRuntime>;
 
 openraft::declare_raft_types!(
-    /// braft's openraft type configuration: default ids, votes and entries, with our
-    /// request, response and node types.
+    /// braft's openraft type configuration: default votes and entries, with our
+    /// request, response and node types, and standard Raft's leader ids: one leader per
+    /// term. (openraft's default lets two nodes lead in one term, told apart by node
+    /// id; classic Raft's invariant, which the simulation checks and users of etcd or
+    /// hashicorp/raft expect, is one.)
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = NodeId,
         Node = Peer,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
         AsyncRuntime = Runtime,
 );
 

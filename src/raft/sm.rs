@@ -67,6 +67,16 @@ pub struct Applied {
     pub(crate) registry: Registry,
 }
 
+/// See [`SharedState::hash`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateHash {
+    pub applied_index: u64,
+    pub applied_term: u64,
+    /// CRC-32 of every service's snapshot bytes and the applied membership.
+    pub hash: u32,
+}
+
 /// The state shared by the state machine and the node's read path.
 pub struct SharedState {
     state: RwLock<Applied>,
@@ -81,6 +91,28 @@ impl SharedState {
     }
     fn write(&self) -> RwLockWriteGuard<'_, Applied> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fingerprint of the applied state, taken under the state lock so the index and
+    /// the contents match. Replicas at the same applied index must agree on it: a
+    /// difference means a replica diverged (etcd's `HashKV` check). It serializes every
+    /// service, so it costs as much as a snapshot.
+    pub fn hash(&self) -> Result<StateHash, ServiceError> {
+        let g = self.read();
+        let mut h = crc32fast::Hasher::new();
+        for (name, bytes) in g.registry.snapshot()? {
+            h.update(&(name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+        // The membership is applied state too (Debug of ordered maps: deterministic).
+        h.update(format!("{:?}", g.membership).as_bytes());
+        Ok(StateHash {
+            applied_index: g.last_applied.map_or(0, |l| l.index),
+            applied_term: g.last_applied.map_or(0, |l| l.leader_id.term),
+            hash: h.finalize(),
+        })
     }
 
     /// Runs a read-only query against a service's applied state.

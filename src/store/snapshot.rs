@@ -116,6 +116,17 @@ pub struct MemSnapshotStore {
     latest: Mutex<Option<(u64, Vec<u8>)>>,
 }
 
+impl MemSnapshotStore {
+    /// The index of the snapshot held, if any (for checks in tests).
+    pub fn latest_index(&self) -> Option<u64> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(i, _)| *i)
+    }
+}
+
 impl SnapshotStore for MemSnapshotStore {
     fn runs_inline(&self) -> bool {
         true
