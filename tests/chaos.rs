@@ -1,12 +1,14 @@
 //! The chaos harness: real `braft` processes, real faults, real clients, and the
 //! checkers' verdict.
 //!
-//! Three nodes run in network namespaces when the test runs as root with `ip` and `nft`
+//! Three nodes (five with `BRAFT_CHAOS_NODES=5`) run in network namespaces when the test
+//! runs as root with `ip` and `nft`
 //! (as in CI), else on loopback, where only kills and pauses are possible. Each
 //! iteration runs a register workload (4 clients: read, write, CAS on 3 keys, unique
 //! values, through random nodes) and a set workload (unique inserts) while one nemesis
 //! strikes:
-//! - kill -9 of a random node, of the leader, or of a majority, then restart;
+//! - kill -9 of a random node, of the leader, or of a majority (2 of 3, 3 of 5), then
+//!   restart;
 //! - SIGSTOP/SIGCONT of a random node or of the leader;
 //! - nft partitions: the leader isolated, a follower isolated, the leader's outbound or
 //!   inbound traffic dropped (one-way);
@@ -14,12 +16,12 @@
 //!   node joins (and is promoted); after healing, the new node leaves on SIGTERM
 //!   (`BRAFT_LEAVE_ON_SHUTDOWN`).
 //!
-//! After each iteration the cluster must heal (one leader, the three original voters)
+//! After each iteration the cluster must heal (one leader, the original voters)
 //! and the iteration's history must be linearizable. After the last one, every
 //! acknowledged insert must be readable and nothing never attempted may appear.
 //!
 //! Knobs: `BRAFT_CHAOS_ITERATIONS` (default 20), `BRAFT_CHAOS_SEED` (default: random,
-//! printed), `BRAFT_CHAOS_KEEP` (where a failing run keeps its history and node logs;
+//! printed), `BRAFT_CHAOS_NODES` (3 or 5; default 3), `BRAFT_CHAOS_KEEP` (where a failing run keeps its history and node logs;
 //! default `target/chaos-failures`). A long soak:
 //! `BRAFT_CHAOS_ITERATIONS=500 cargo test --release --test chaos chaos_soak -- --nocapture`.
 
@@ -83,6 +85,8 @@ struct Settings {
     /// Only these nemeses (all available ones when empty).
     only: Vec<Nemesis>,
     stale_reads_fault: bool,
+    /// Cluster size: 3 or 5 (a spare host beyond them joins and leaves).
+    nodes: usize,
 }
 
 fn env_settings(default_iterations: usize) -> Settings {
@@ -94,17 +98,24 @@ fn env_settings(default_iterations: usize) -> Settings {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(rand::random);
+    let nodes = match std::env::var("BRAFT_CHAOS_NODES").ok().as_deref() {
+        None | Some("3") => 3,
+        Some("5") => 5,
+        Some(other) => panic!("BRAFT_CHAOS_NODES must be 3 or 5, not {other:?}"),
+    };
     Settings {
         iterations,
         seed,
         only: Vec::new(),
         stale_reads_fault: false,
+        nodes,
     }
 }
 
 #[derive(Debug, Default)]
 struct Report {
     mode: &'static str,
+    nodes: usize,
     seed: u64,
     iterations: usize,
     ops: usize,
@@ -123,9 +134,10 @@ struct Report {
 impl Report {
     fn summary(&self) -> String {
         format!(
-            "chaos summary: mode {}, seed {}, iterations {}; register ops {} (ok {}, cas-failed {}, indeterminate {}); \
+            "chaos summary: mode {}, {} nodes, seed {}, iterations {}; register ops {} (ok {}, cas-failed {}, indeterminate {}); \
              set inserts acked {} (unknown {}, refused {}); faults {:?}; verdict: {}",
             self.mode,
+            self.nodes,
             self.seed,
             self.iterations,
             self.ops,
@@ -148,15 +160,17 @@ struct Harness {
     lab: Lab,
     http: reqwest::Client,
     env: Vec<(&'static str, String)>,
-    /// Node id of each host (1..=3, and the spare 4 while it runs).
+    /// Node id of each host (1..=n, and the spare n+1 while it runs).
     ids: BTreeMap<usize, String>,
+    /// The cluster's size; host n+1 is the spare.
+    n: usize,
     spare_generation: usize,
 }
 
 impl Harness {
-    async fn start(stale_reads: bool) -> Harness {
-        let mut lab = Lab::new(4);
-        let peers: Vec<String> = (1..=3).map(|i| lab.rpc_addr(i)).collect();
+    async fn start(stale_reads: bool, n: usize) -> Harness {
+        let mut lab = Lab::new(n + 1);
+        let peers: Vec<String> = (1..=n).map(|i| lab.rpc_addr(i)).collect();
         let mut env = vec![
             ("BRAFT_DISCOVERY", format!("static:{}", peers.join(","))),
             ("BRAFT_HEARTBEAT_MS", "100".into()),
@@ -171,7 +185,7 @@ impl Harness {
         if stale_reads {
             env.push(("BRAFT_FAULT_STALE_READS", "1".into()));
         }
-        for i in 1..=3 {
+        for i in 1..=n {
             lab.start(i, &env);
         }
         let mut h = Harness {
@@ -182,9 +196,10 @@ impl Harness {
                 .unwrap(),
             env,
             ids: BTreeMap::new(),
+            n,
             spare_generation: 0,
         };
-        for i in 1..=3 {
+        for i in 1..=n {
             let id = h.node_id(i).await.expect("node answers");
             h.ids.insert(i, id);
         }
@@ -222,7 +237,7 @@ impl Harness {
 
     /// The host that leads, as the running original hosts agree.
     async fn leader(&self) -> Option<usize> {
-        for i in 1..=3 {
+        for i in 1..=self.n {
             if !self.lab.running(i) {
                 continue;
             }
@@ -235,16 +250,16 @@ impl Harness {
         None
     }
 
-    /// Waits until hosts 1..=3 run, agree on one leader, and the voters are exactly
-    /// their three nodes.
+    /// Waits until hosts 1..=n run, agree on one leader, and the voters are exactly
+    /// their nodes.
     async fn wait_healed(&self) -> Result<(), String> {
-        let want: BTreeSet<String> = (1..=3).map(|i| self.ids[&i].clone()).collect();
+        let want: BTreeSet<String> = (1..=self.n).map(|i| self.ids[&i].clone()).collect();
         let deadline = Instant::now() + HEAL_LIMIT;
         let mut last = String::new();
         while Instant::now() < deadline {
             let mut leaders = BTreeSet::new();
             let mut all_ready = true;
-            for i in 1..=3 {
+            for i in 1..=self.n {
                 match self.json(i, "/ready").await {
                     Some(v) if v["ready"] == true => {
                         leaders.insert(v["leader"].as_str().unwrap_or_default().to_string());
@@ -280,13 +295,14 @@ impl Harness {
     }
 
     fn random_host(&self, rng: &mut StdRng) -> usize {
-        rng.random_range(1..=3)
+        rng.random_range(1..=self.n)
     }
 
     /// Strikes; returns what it did and the undo list.
     async fn strike(&mut self, n: Nemesis, rng: &mut StdRng) -> (String, Vec<Undo>) {
         let leader = self.leader().await;
-        let pick_leader = |rng: &mut StdRng| leader.unwrap_or_else(|| rng.random_range(1..=3));
+        let n_hosts = self.n;
+        let pick_leader = |rng: &mut StdRng| leader.unwrap_or_else(|| rng.random_range(1..=n_hosts));
         match n {
             Nemesis::KillRandom | Nemesis::KillLeader => {
                 let h = if n == Nemesis::KillLeader {
@@ -298,13 +314,19 @@ impl Harness {
                 (format!("kill -9 n{h}"), vec![Undo::Start(h)])
             }
             Nemesis::KillMajority => {
-                let keep = self.random_host(rng);
-                let victims: Vec<usize> = (1..=3).filter(|h| *h != keep).collect();
+                // A random majority: 2 of 3, 3 of 5.
+                let mut hosts: Vec<usize> = (1..=self.n).collect();
+                let mut victims = Vec::new();
+                while victims.len() < self.n / 2 + 1 {
+                    victims.push(hosts.remove(rng.random_range(0..hosts.len())));
+                }
+                victims.sort();
                 for h in &victims {
                     self.lab.kill(*h);
                 }
+                let names: Vec<String> = victims.iter().map(|h| format!("n{h}")).collect();
                 (
-                    format!("kill -9 n{} and n{}", victims[0], victims[1]),
+                    format!("kill -9 {}", names.join(" and ")),
                     victims.into_iter().map(Undo::Start).collect(),
                 )
             }
@@ -324,7 +346,7 @@ impl Harness {
             }
             Nemesis::IsolateFollower => {
                 let l = leader.unwrap_or(0);
-                let followers: Vec<usize> = (1..=3).filter(|h| *h != l).collect();
+                let followers: Vec<usize> = (1..=self.n).filter(|h| *h != l).collect();
                 let h = followers[rng.random_range(0..followers.len())];
                 self.lab.partition(h, true, true);
                 (format!("isolate follower n{h}"), vec![Undo::Heal])
@@ -341,17 +363,18 @@ impl Harness {
             }
             Nemesis::MembershipDuringPartition => {
                 let l = leader.unwrap_or(0);
-                let followers: Vec<usize> = (1..=3).filter(|h| *h != l).collect();
+                let followers: Vec<usize> = (1..=self.n).filter(|h| *h != l).collect();
                 let h = followers[rng.random_range(0..followers.len())];
                 self.lab.partition(h, true, true);
                 self.spare_generation += 1;
-                self.lab.wipe(4, self.spare_generation);
+                let spare = self.n + 1;
+                self.lab.wipe(spare, self.spare_generation);
                 let mut env = self.env.clone();
                 env.push(("BRAFT_LEAVE_ON_SHUTDOWN", "1".into()));
-                self.lab.start(4, &env);
+                self.lab.start(spare, &env);
                 (
-                    format!("isolate follower n{h}; fresh node n4 joins"),
-                    vec![Undo::Heal, Undo::Leave(4)],
+                    format!("isolate follower n{h}; fresh node n{spare} joins"),
+                    vec![Undo::Heal, Undo::Leave(spare)],
                 )
             }
         }
@@ -386,9 +409,10 @@ enum Undo {
 }
 
 async fn run_chaos(s: Settings) -> Report {
-    let mut h = Harness::start(s.stale_reads_fault).await;
+    let mut h = Harness::start(s.stale_reads_fault, s.nodes).await;
     let mut report = Report {
         mode: if h.lab.netns { "netns" } else { "loopback" },
+        nodes: s.nodes,
         seed: s.seed,
         ..Default::default()
     };
@@ -404,7 +428,7 @@ async fn run_chaos(s: Settings) -> Report {
         report.problem = Some(format!("the cluster never formed: {e}"));
         return report;
     }
-    let bases: Arc<Vec<String>> = Arc::new((1..=3).map(|i| h.lab.url(i, "")).collect());
+    let bases: Arc<Vec<String>> = Arc::new((1..=s.nodes).map(|i| h.lab.url(i, "")).collect());
     let set_log: Arc<Mutex<SetLog>> = Arc::default();
     for iter in 0..s.iterations {
         let nemesis = nemeses[rng.random_range(0..nemeses.len())];
@@ -546,6 +570,7 @@ async fn chaos_catches_stale_reads() {
         seed: rand::random(),
         only: vec![Nemesis::IsolateFollower],
         stale_reads_fault: true,
+        nodes: 3,
     })
     .await;
     eprintln!("{}", report.summary());
