@@ -298,6 +298,12 @@ impl Harness {
         rng.random_range(1..=self.n)
     }
 
+    /// A random host other than `leader` (any host when the leader is unknown).
+    fn random_follower(&self, leader: Option<usize>, rng: &mut StdRng) -> usize {
+        let followers: Vec<usize> = (1..=self.n).filter(|h| Some(*h) != leader).collect();
+        followers[rng.random_range(0..followers.len())]
+    }
+
     /// Strikes; returns what it did and the undo list.
     async fn strike(&mut self, n: Nemesis, rng: &mut StdRng) -> (String, Vec<Undo>) {
         let leader = self.leader().await;
@@ -345,9 +351,7 @@ impl Harness {
                 (format!("isolate leader n{h}"), vec![Undo::Heal])
             }
             Nemesis::IsolateFollower => {
-                let l = leader.unwrap_or(0);
-                let followers: Vec<usize> = (1..=self.n).filter(|h| *h != l).collect();
-                let h = followers[rng.random_range(0..followers.len())];
+                let h = self.random_follower(leader, rng);
                 self.lab.partition(h, true, true);
                 (format!("isolate follower n{h}"), vec![Undo::Heal])
             }
@@ -362,9 +366,7 @@ impl Harness {
                 (format!("drop leader n{h}'s inbound traffic"), vec![Undo::Heal])
             }
             Nemesis::MembershipDuringPartition => {
-                let l = leader.unwrap_or(0);
-                let followers: Vec<usize> = (1..=self.n).filter(|h| *h != l).collect();
-                let h = followers[rng.random_range(0..followers.len())];
+                let h = self.random_follower(leader, rng);
                 self.lab.partition(h, true, true);
                 self.spare_generation += 1;
                 let spare = self.n + 1;

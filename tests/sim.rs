@@ -669,7 +669,7 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
                 .filter(|i| !w.board.contains_key(i) && !w.enabled[*i])
                 .collect();
             let crashed: Vec<usize> = (0..NODES)
-                .filter(|i| !w.board.contains_key(i) && w.enabled[*i] && !sim_running(&mut sim, *i))
+                .filter(|i| !w.board.contains_key(i) && w.enabled[*i] && !sim.is_host_running(host(*i)))
                 .collect();
             for &i in off.iter().chain(&crashed) {
                 w.enabled[i] = true;
@@ -814,11 +814,6 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
     })
 }
 
-/// Whether host `i`'s software is running (not crashed).
-fn sim_running(sim: &mut turmoil::Sim<'_>, i: usize) -> bool {
-    sim.is_host_running(host(i))
-}
-
 /// Crashes host `i`: its software stops mid-flight, its disk loses the unsynced commit
 /// hint, and its last observation goes (a crashed node observes nothing).
 fn crash(sim: &mut turmoil::Sim<'_>, i: usize, disks: &[Disk], shared: &Shared, down: &mut BTreeSet<usize>) {
@@ -843,7 +838,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// What a child process reports for one seed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct SeedReport {
     ops: usize,
     indeterminate: usize,
@@ -980,14 +975,7 @@ fn seeded_faults_keep_the_history_linearizable() {
         "cargo test --test sim seeded -- --nocapture"
     };
     let seeds: Vec<u64> = (first..first + count).collect();
-    let mut total = SeedReport {
-        ops: 0,
-        indeterminate: 0,
-        faults: 0,
-        entries: 0,
-        hashes: 0,
-        fingerprint: 0,
-    };
+    let mut total = SeedReport::default();
     let mut failures = Vec::new();
     let progress = |seed: u64, r: &Result<SeedReport, String>| match r {
         Ok(r) => eprintln!(

@@ -19,7 +19,7 @@
 //! is replaced because promotion counts *healthy* voters: the learner is promoted first,
 //! which then lets the dead voter's removal pass the quorum floor.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 // Tokio's clock, not the OS's: a simulation (or a paused test runtime) drives it.
@@ -210,11 +210,10 @@ pub struct Tracker {
     healthy_since: BTreeMap<NodeId, Instant>,
     /// Since when the membership has been a committed joint configuration.
     joint_since: Option<Instant>,
-    /// The members when this leader first looked.
-    initial: BTreeSet<NodeId>,
-    /// When each member added since then first appeared. A node added (or added back)
-    /// a moment ago cannot have been silent for longer than that.
-    member_since: BTreeMap<NodeId, Instant>,
+    /// When each member first appeared under this leader: `None` for those already
+    /// there when it took over. A node added (or added back) a moment ago cannot have
+    /// been silent for longer than that.
+    member_since: BTreeMap<NodeId, Option<Instant>>,
 }
 
 impl Tracker {
@@ -228,7 +227,7 @@ impl Tracker {
             *self = Tracker {
                 term: Some(st.term),
                 leading_since: Some(now),
-                initial: st.members.keys().copied().collect(),
+                member_since: st.members.keys().map(|id| (*id, None)).collect(),
                 ..Tracker::default()
             };
         }
@@ -250,15 +249,14 @@ impl Tracker {
             // cap, a learner added back after a removal was "dead" on arrival (never
             // acknowledged, or acknowledged long ago) and removed again at once, over
             // and over (found by the simulation, seed 1).
-            let member_for = if self.initial.contains(id) {
-                leading_for
-            } else {
-                now.saturating_duration_since(*self.member_since.entry(*id).or_insert(now))
-            };
-            let silent_for = match st.last_ack.get(id).copied().flatten() {
-                Some(ack) if self.initial.contains(id) => ack,
-                Some(ack) => ack.min(member_for),
-                None => member_for,
+            let last_ack = st.last_ack.get(id).copied().flatten();
+            let silent_for = match *self.member_since.entry(*id).or_insert(Some(now)) {
+                // There from the start: never acknowledged means silent since takeover.
+                None => last_ack.unwrap_or(leading_for),
+                Some(since) => {
+                    let member_for = now.saturating_duration_since(since);
+                    last_ack.map_or(member_for, |ack| ack.min(member_for))
+                }
             };
             let trailing = st
                 .last_log_index
@@ -288,7 +286,6 @@ impl Tracker {
         };
         self.healthy_since.retain(|id, _| st.members.contains_key(id));
         self.member_since.retain(|id, _| st.members.contains_key(id));
-        self.initial.retain(|id| st.members.contains_key(id));
         Some(ClusterView {
             leader: st.id,
             members,
@@ -466,6 +463,28 @@ mod tests {
         Duration::from_secs(secs)
     }
 
+    /// The status of leader `id` in `term` over `members`, the first three voters, its
+    /// log at index 100.
+    fn leading(id: NodeId, term: u64, members: std::ops::RangeInclusive<NodeId>) -> RaftStatus {
+        let mut st = RaftStatus {
+            id,
+            state: "Leader".into(),
+            term,
+            leader: Some(id),
+            last_log_index: 100,
+            voters: [1, 2, 3].into(),
+            ..Default::default()
+        };
+        for m in members {
+            st.members.insert(m, Default::default());
+        }
+        st
+    }
+
+    fn member(v: &ClusterView, id: NodeId) -> MemberView {
+        v.members.iter().find(|m| m.id == id).cloned().unwrap()
+    }
+
     fn voter(id: NodeId) -> MemberView {
         MemberView {
             id,
@@ -634,33 +653,21 @@ mod tests {
     #[test]
     fn tracker_measures_health_since_first_healthy_round() {
         let cfg = cfg();
-        let mut st = RaftStatus {
-            id: 1,
-            state: "Leader".into(),
-            term: 2,
-            leader: Some(1),
-            last_log_index: 100,
-            ..Default::default()
-        };
-        for id in 1..=4 {
-            st.members.insert(id, Default::default());
-        }
-        st.voters = [1, 2, 3].into();
+        let mut st = leading(1, 2, 1..=4);
         st.matched = [(2, 100), (3, 100), (4, 100)].into();
         st.last_ack = [(2, Some(Duration::ZERO)), (3, Some(s(5))), (4, Some(Duration::ZERO))].into();
         let mut t = Tracker::default();
         let t0 = Instant::now();
         let v = t.observe(&st, &cfg, t0).unwrap();
-        let get = |v: &ClusterView, id| v.members.iter().find(|m| m.id == id).cloned().unwrap();
-        assert_eq!(get(&v, 4).healthy_for, Some(Duration::ZERO));
-        assert_eq!(get(&v, 3).healthy_for, None, "silent for 5 s: unhealthy");
+        assert_eq!(member(&v, 4).healthy_for, Some(Duration::ZERO));
+        assert_eq!(member(&v, 3).healthy_for, None, "silent for 5 s: unhealthy");
         let v = t.observe(&st, &cfg, t0 + s(11)).unwrap();
-        assert_eq!(get(&v, 4).healthy_for, Some(s(11)));
+        assert_eq!(member(&v, 4).healthy_for, Some(s(11)));
         assert_eq!(decide(&v, &cfg).action, Some(Action::Promote(4)));
         // A new term starts the streaks over.
         st.term = 3;
         let v = t.observe(&st, &cfg, t0 + s(12)).unwrap();
-        assert_eq!(get(&v, 4).healthy_for, Some(Duration::ZERO));
+        assert_eq!(member(&v, 4).healthy_for, Some(Duration::ZERO));
         // Not the leader: no view.
         st.state = "Follower".into();
         assert!(t.observe(&st, &cfg, t0 + s(13)).is_none());
@@ -672,19 +679,11 @@ mod tests {
     fn an_interrupted_joint_change_is_finished() {
         let cfg = cfg();
         let mut st = RaftStatus {
-            id: 2,
-            state: "Leader".into(),
-            term: 3,
-            leader: Some(2),
             joint_membership: true,
             membership_committed: true,
             membership_changing: true,
-            ..Default::default()
+            ..leading(2, 3, 1..=3)
         };
-        for id in 1..=3 {
-            st.members.insert(id, Default::default());
-        }
-        st.voters = [1, 2, 3].into();
         st.last_ack = [(1, Some(Duration::ZERO)), (3, Some(Duration::ZERO))].into();
         let mut t = Tracker::default();
         let t0 = Instant::now();
@@ -704,36 +703,24 @@ mod tests {
     #[test]
     fn a_member_added_back_is_not_dead_on_arrival() {
         let cfg = cfg(); // dead after 60 s
-        let mut st = RaftStatus {
-            id: 1,
-            state: "Leader".into(),
-            term: 2,
-            leader: Some(1),
-            last_log_index: 100,
-            ..Default::default()
-        };
-        for id in 1..=3 {
-            st.members.insert(id, Default::default());
-        }
-        st.voters = [1, 2, 3].into();
+        let mut st = leading(1, 2, 1..=3);
         st.last_ack = [(2, Some(Duration::ZERO)), (3, Some(Duration::ZERO))].into();
         let mut t = Tracker::default();
         let t0 = Instant::now();
         t.observe(&st, &cfg, t0).unwrap();
 
         // 100 s later node 4 joins; openraft reports no ack yet, or an old one.
-        let get = |v: &ClusterView, id| v.members.iter().find(|m| m.id == id).cloned().unwrap();
         st.members.insert(4, Default::default());
         for ack in [None, Some(s(500))] {
             st.last_ack.insert(4, ack);
             let v = t.observe(&st, &cfg, t0 + s(100)).unwrap();
-            assert_eq!(get(&v, 4).silent_for, Duration::ZERO);
+            assert_eq!(member(&v, 4).silent_for, Duration::ZERO);
             assert_eq!(decide(&v, &cfg).action, None, "ack {ack:?}");
         }
         // Still silent 61 s after joining: now it is dead, and removed.
         st.last_ack.insert(4, None);
         let v = t.observe(&st, &cfg, t0 + s(161)).unwrap();
-        assert_eq!(get(&v, 4).silent_for, s(61));
+        assert_eq!(member(&v, 4).silent_for, s(61));
         assert_eq!(decide(&v, &cfg).action, Some(Action::RemoveLearner(4)));
 
         // Removed, then added back 10 s later: its clock starts over.
@@ -741,6 +728,6 @@ mod tests {
         t.observe(&st, &cfg, t0 + s(162)).unwrap();
         st.members.insert(4, Default::default());
         let v = t.observe(&st, &cfg, t0 + s(172)).unwrap();
-        assert_eq!(get(&v, 4).silent_for, Duration::ZERO);
+        assert_eq!(member(&v, 4).silent_for, Duration::ZERO);
     }
 }

@@ -405,17 +405,17 @@ impl Node {
             if Instant::now() >= deadline {
                 return Err(unavailable("could not leave the cluster within 15 s".into()));
             }
-            if st.is_leader() && st.membership_changing {
-                // Hand over only between changes: a successor chosen now could be
-                // the voter the change is removing.
-            } else if st.is_leader() {
-                // Hand over to the most caught-up other voter.
+            if st.is_leader() {
+                // Hand over to the most caught-up other voter, but only between
+                // membership changes (else wait): a successor chosen mid-change could
+                // be the voter the change is removing.
                 let to = st
                     .voters
                     .iter()
                     .filter(|v| **v != self.id())
                     .max_by_key(|v| st.matched.get(v).copied().unwrap_or(0));
                 match to {
+                    _ if st.membership_changing => {}
                     Some(to) => {
                         tracing::info!(to, "leaving: transferring leadership first");
                         if let Err(e) = self.consensus().transfer_leader(*to).await {

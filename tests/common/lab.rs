@@ -245,33 +245,22 @@ impl Lab {
         let rules = format!("table inet braft_test {{\n{chains}}}\n");
         let path = self.dir.path().join(format!("cut-{i}.nft"));
         std::fs::write(&path, rules).unwrap();
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.namespaces[i - 1],
-            "nft",
-            "-f",
-            path.to_str().unwrap(),
-        ]);
+        self.nft(i, &["-f", path.to_str().unwrap()]);
         self.cut.insert(i);
     }
 
     /// Removes every cut.
     pub fn heal(&mut self) {
         for i in std::mem::take(&mut self.cut) {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &self.namespaces[i - 1],
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "braft_test",
-            ]);
+            self.nft(i, &["delete", "table", "inet", "braft_test"]);
         }
+    }
+
+    /// Runs `nft args` inside host `i`'s namespace.
+    fn nft(&self, i: usize, args: &[&str]) {
+        let mut cmd = vec!["ip", "netns", "exec", &self.namespaces[i - 1], "nft"];
+        cmd.extend_from_slice(args);
+        run(&cmd);
     }
 
     /// The last lines of every host's log.
