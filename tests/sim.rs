@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use braft::config::Discovery;
@@ -42,9 +42,22 @@ use rand::{Rng, SeedableRng};
 
 const RPORT: u16 = 15000;
 const HPORT: u16 = 15002;
-/// n1..n3 form the cluster; n4 joins while the faults run (or at the heal).
-const NODES: usize = 4;
-const FORMING: usize = 3;
+
+/// How many nodes form the cluster: 3 (n1..n3, and n4 joins while the faults run, or at
+/// the heal) or 5 (n1..n5, and n6 joins; with `max_voters` 5 it stays a learner). A
+/// test passes it to its seeds' child processes in `BRAFT_SIM_FORMING`.
+fn forming() -> usize {
+    static FORMING: OnceLock<usize> = OnceLock::new();
+    *FORMING.get_or_init(|| match std::env::var("BRAFT_SIM_FORMING").as_deref() {
+        Ok("5") => 5,
+        _ => 3,
+    })
+}
+
+/// Every host: the forming nodes and the one that joins.
+fn nodes() -> usize {
+    forming() + 1
+}
 /// Faults strike until then; the heal follows.
 const FAULTS_UNTIL: Duration = Duration::from_secs(20);
 /// When the clients stop starting operations.
@@ -110,16 +123,26 @@ struct Observed {
 
 /// Shared between the hosts, the clients and the fault driver. The simulation runs on
 /// one thread, so the lock is never contended; it only satisfies `Send`.
-#[derive(Default)]
 struct World {
     /// The latest observation of each running node, by node index.
     board: BTreeMap<usize, Observed>,
     /// Whether a host may run its node (n4 before it joins, and a node that left, may not).
-    enabled: [bool; NODES],
+    enabled: Vec<bool>,
     /// A pending order to leave the cluster, by node index.
-    leave: [bool; NODES],
+    leave: Vec<bool>,
     /// What the nodes did on their own (left, failed to leave), with simulated times.
     events: Vec<String>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World {
+            board: BTreeMap::new(),
+            enabled: vec![false; nodes()],
+            leave: vec![false; nodes()],
+            events: Vec::new(),
+        }
+    }
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -148,16 +171,16 @@ fn add_node_host(sim: &mut turmoil::Sim<'_>, i: usize, seed: u64, disk: Disk, sh
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let ip = turmoil::lookup(host(i));
-            // Everyone knows the whole list; n1..n3 form the cluster, n4 finds it
-            // formed and joins.
-            let peers: Vec<String> = (0..NODES)
+            // Everyone knows the whole list; the forming nodes form the cluster, the
+            // last one finds it formed and joins.
+            let peers: Vec<String> = (0..nodes())
                 .map(|j| SocketAddr::new(turmoil::lookup(host(j)), RPORT).to_string())
                 .collect();
             let node = Node::builder()
                 .config(Config::default())
                 .configure(move |c| {
                     c.discovery = Discovery::Static(peers);
-                    c.bootstrap_expect = Some(FORMING);
+                    c.bootstrap_expect = Some(forming());
                     c.data_dir = Some(dir);
                     c.ip = Some(ip);
                     c.heartbeat_ms = 50;
@@ -230,14 +253,14 @@ type Op = Operation<Input, Output>;
 async fn sim_client(client: u64, seed: u64, stop: Duration, history: Arc<Mutex<Vec<Op>>>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (client << 40));
     let clients: Vec<KvClient<tonic::transport::Channel>> =
-        (0..NODES).map(|i| KvClient::new(channel(&host(i)))).collect();
+        (0..nodes()).map(|i| KvClient::new(channel(&host(i)))).collect();
     let mut last: [Option<String>; 3] = Default::default();
     let mut n = 0;
     while turmoil::elapsed() < stop {
         n += 1;
         let k = rng.random_range(0..3usize);
         let key = format!("k{k}");
-        let mut kv = clients[rng.random_range(0..NODES)].clone();
+        let mut kv = clients[rng.random_range(0..nodes())].clone();
         let value = format!("c{client}-{n}");
         let call = turmoil::elapsed().as_nanos() as u64;
         let (input, outcome) = match rng.random_range(0..3) {
@@ -332,7 +355,6 @@ async fn sim_client(client: u64, seed: u64, stop: Duration, history: Arc<Mutex<V
 }
 
 /// The invariants, checked against every node's observations and "disk".
-#[derive(Default)]
 struct Invariants {
     /// The leader of each term seen so far.
     leaders: BTreeMap<u64, u64>,
@@ -341,8 +363,20 @@ struct Invariants {
     /// The state hash at each applied index, and who reported it first.
     hashes: BTreeMap<u64, (u32, String)>,
     /// Up to which index each node's log has been checked.
-    checked: [u64; NODES],
+    checked: Vec<u64>,
     violations: Vec<String>,
+}
+
+impl Default for Invariants {
+    fn default() -> Self {
+        Invariants {
+            leaders: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            hashes: BTreeMap::new(),
+            checked: vec![0; nodes()],
+            violations: Vec::new(),
+        }
+    }
 }
 
 impl Invariants {
@@ -467,8 +501,8 @@ struct SimRun {
 
 /// Heals every link: no partitions, nothing held, default latency.
 fn heal_links(sim: &turmoil::Sim<'_>) {
-    for a in 0..NODES {
-        for b in 0..NODES {
+    for a in 0..nodes() {
+        for b in 0..nodes() {
             if a != b {
                 sim.repair(host(a), host(b));
                 sim.release(host(a), host(b));
@@ -500,14 +534,14 @@ async fn verify_recovery(shared: Shared) -> Result<(), String> {
         let settled = {
             let w = world(&shared);
             let leaders: Vec<&Observed> = w.board.values().filter(|o| o.status.state == "Leader").collect();
-            if w.board.len() < NODES {
-                Err(format!("{} of {NODES} nodes running", w.board.len()))
+            if w.board.len() < nodes() {
+                Err(format!("{} of {} nodes running", w.board.len(), nodes()))
             } else if leaders.len() != 1 {
                 Err(format!("{} leaders", leaders.len()))
             } else {
                 let members: BTreeSet<u64> = leaders[0].status.members.keys().copied().collect();
                 let hashes: BTreeSet<Option<StateHash>> = w.board.values().map(|o| o.hash).collect();
-                if members.len() != NODES {
+                if members.len() != nodes() {
                     Err(format!("members {members:?}"))
                 } else if hashes.len() != 1 {
                     Err(format!("applied states differ: {hashes:?}"))
@@ -524,7 +558,7 @@ async fn verify_recovery(shared: Shared) -> Result<(), String> {
     }
     // A write, then linearizable reads through every node.
     let mut clients: Vec<KvClient<tonic::transport::Channel>> =
-        (0..NODES).map(|i| KvClient::new(channel(&host(i)))).collect();
+        (0..nodes()).map(|i| KvClient::new(channel(&host(i)))).collect();
     let mut n = 0;
     loop {
         let put = PutRequest {
@@ -533,7 +567,7 @@ async fn verify_recovery(shared: Shared) -> Result<(), String> {
             prev_version: None,
             prev_value: None,
         };
-        match clients[n % NODES].put(put).await {
+        match clients[n % nodes()].put(put).await {
             Ok(_) => break,
             Err(e) => late(&format!("no write succeeded ({e})"))?,
         }
@@ -608,11 +642,11 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
     let shared: Shared = Arc::default();
     {
         let mut w = world(&shared);
-        for i in 0..FORMING {
+        for i in 0..forming() {
             w.enabled[i] = true;
         }
     }
-    let disks: Vec<Disk> = (0..NODES).map(|_| Disk::empty()).collect();
+    let disks: Vec<Disk> = (0..nodes()).map(|_| Disk::empty()).collect();
     for (i, disk) in disks.iter().enumerate() {
         add_node_host(&mut sim, i, seed, disk.clone(), shared.clone(), stale_reads);
     }
@@ -641,6 +675,9 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
     let mut down: BTreeSet<usize> = BTreeSet::new();
     let mut leaves = 0;
     let mut joined = false;
+    // At most a majority of the forming nodes down at once (2 of 3, 3 of 5): quorum
+    // loss is one of the faults.
+    let max_down = forming() / 2 + 1;
     let mut next_fault = Duration::from_secs(2);
     let mut next_check = Duration::ZERO;
     let mut healed = false;
@@ -665,10 +702,10 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
             // Everything comes back: crashed nodes, nodes that left (also one that
             // finishes leaving only now), and n4 if it never joined.
             let mut w = world(&shared);
-            let off: Vec<usize> = (0..NODES)
+            let off: Vec<usize> = (0..nodes())
                 .filter(|i| !w.board.contains_key(i) && !w.enabled[*i])
                 .collect();
-            let crashed: Vec<usize> = (0..NODES)
+            let crashed: Vec<usize> = (0..nodes())
                 .filter(|i| !w.board.contains_key(i) && w.enabled[*i] && !sim.is_host_running(host(*i)))
                 .collect();
             for &i in off.iter().chain(&crashed) {
@@ -686,8 +723,8 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
             continue;
         }
         next_fault = now + Duration::from_millis(rng.random_range(300..1500));
-        let a = rng.random_range(0..NODES);
-        let b = rng.random_range(0..NODES);
+        let a = rng.random_range(0..nodes());
+        let b = rng.random_range(0..nodes());
         let (ha, hb) = (host(a), host(b));
         let what = match rng.random_range(0..12) {
             0 if a != b => {
@@ -707,11 +744,11 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
                 sim.set_link_latency(ha.as_str(), hb.as_str(), Duration::from_millis(ms));
                 format!("delay {ha}-{hb} {ms}ms")
             }
-            4 if down.len() < 2 && world(&shared).board.contains_key(&a) => {
+            4 if down.len() < max_down && world(&shared).board.contains_key(&a) => {
                 crash(&mut sim, a, &disks, &shared, &mut down);
                 format!("crash {ha}")
             }
-            5 if down.len() < 2 => {
+            5 if down.len() < max_down => {
                 // The node that believes it leads in the highest term.
                 let leader = world(&shared)
                     .board
@@ -726,7 +763,7 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
             6 => {
                 // A crashed node restarts, or one that left comes back (and rejoins).
                 let mut w = world(&shared);
-                let left = (0..NODES).filter(|i| !w.enabled[*i] && (*i < FORMING || joined));
+                let left = (0..nodes()).filter(|i| !w.enabled[*i] && (*i < forming() || joined));
                 let back: Vec<usize> = down.iter().copied().chain(left).collect();
                 if back.is_empty() {
                     continue;
@@ -740,9 +777,9 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
                 format!("restart {}", host(i))
             }
             7 if !joined => {
-                world(&shared).enabled[FORMING] = true;
+                world(&shared).enabled[forming()] = true;
                 joined = true;
-                format!("start {}", host(FORMING))
+                format!("start {}", host(forming()))
             }
             8 if leaves < 2 && world(&shared).board.contains_key(&a) => {
                 world(&shared).leave[a] = true;
@@ -770,7 +807,7 @@ fn run_seed(seed: u64, stale_reads: bool) -> Result<SimRun, String> {
     result.map_err(|e| format!("seed {seed}: {e}{explain}"))?;
     // A last full pass over every log, then the highest committed entry must still be
     // committed on the recovered cluster.
-    invariants.checked = [0; NODES];
+    invariants.checked = vec![0; nodes()];
     let end = sim.elapsed();
     invariants.check(end, &w.board, &disks);
     let highest = invariants.committed.keys().last().copied().unwrap_or(0);
@@ -882,6 +919,7 @@ fn child(stale_reads: bool) -> bool {
 /// process per seed makes a seed replay exactly, alone or in a batch.
 fn run_seeds(
     test: &str,
+    forming: usize,
     seeds: &[u64],
     stale_reads: bool,
     mut each: impl FnMut(u64, &Result<SeedReport, String>),
@@ -904,6 +942,7 @@ fn run_seeds(
                     .args([test, "--exact", "--nocapture", "--test-threads=1"])
                     .env("BRAFT_SIM_CHILD", seed.to_string())
                     .env("BRAFT_SIM_STALE_READS", if stale_reads { "1" } else { "0" })
+                    .env("BRAFT_SIM_FORMING", forming.to_string())
                     .stdout(std::process::Stdio::piped())
                     .stderr(if alone {
                         std::process::Stdio::inherit()
@@ -957,24 +996,21 @@ fn run_seeds(
     results
 }
 
-/// Seeded faults with a register workload: the history is linearizable, the invariants
-/// hold, the cluster heals, and all nodes agree. `BRAFT_SIM_SEEDS` seeds (default: 50
-/// in the seeded build, 10 in the plain one) from `BRAFT_SIM_FIRST_SEED` (default 1),
-/// each in its own process; a failing seed prints the command that replays it.
-#[test]
-fn seeded_faults_keep_the_history_linearizable() {
-    if child(false) {
-        return;
-    }
+/// Runs `seeds` of `test` (in child processes, on a cluster `forming` nodes strong),
+/// prints each seed's outcome and the totals, and fails with every failing seed's error
+/// and the command that replays it.
+fn run_and_report(test: &str, forming: usize, seeds: &[u64]) {
     let seeded = cfg!(all(feature = "sim", tokio_unstable));
-    let count = env_u64("BRAFT_SIM_SEEDS", if seeded { 50 } else { 10 });
-    let first = env_u64("BRAFT_SIM_FIRST_SEED", 1);
-    let replay = if seeded {
-        "scripts/sim.sh seeded -- --nocapture"
+    let general = if forming == 5 {
+        "five_node_faults_keep_the_history_linearizable"
     } else {
-        "cargo test --test sim seeded -- --nocapture"
+        "seeded_faults_keep_the_history_linearizable"
     };
-    let seeds: Vec<u64> = (first..first + count).collect();
+    let replay = if seeded {
+        format!("scripts/sim.sh {general} -- --exact --nocapture")
+    } else {
+        format!("cargo test --test sim {general} -- --exact --nocapture")
+    };
     let mut total = SeedReport::default();
     let mut failures = Vec::new();
     let progress = |seed: u64, r: &Result<SeedReport, String>| match r {
@@ -984,7 +1020,7 @@ fn seeded_faults_keep_the_history_linearizable() {
         ),
         Err(e) => eprintln!("seed {seed}: FAILED: {}", e.lines().next().unwrap_or_default()),
     };
-    for (seed, r) in run_seeds("seeded_faults_keep_the_history_linearizable", &seeds, false, progress) {
+    for (seed, r) in run_seeds(test, forming, seeds, false, progress) {
         match r {
             Ok(r) => {
                 total.ops += r.ops;
@@ -999,8 +1035,9 @@ fn seeded_faults_keep_the_history_linearizable() {
         }
     }
     eprintln!(
-        "sim: {count} seeds, {} failed, {} operations ({} indeterminate), {} faults, \
+        "sim ({forming} nodes): {} seeds, {} failed, {} operations ({} indeterminate), {} faults, \
          {} committed entries and {} state hashes cross-checked",
+        seeds.len(),
         failures.len(),
         total.ops,
         total.indeterminate,
@@ -1010,10 +1047,89 @@ fn seeded_faults_keep_the_history_linearizable() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(
-        total.ops >= 50 * count as usize,
+        total.ops >= 50 * seeds.len(),
         "the clients made progress: {} operations",
         total.ops
     );
+}
+
+/// The seeds a test runs: `BRAFT_SIM_SEEDS` of them (default `count`) from
+/// `BRAFT_SIM_FIRST_SEED` (default 1).
+fn seeds_from_env(count: u64) -> Vec<u64> {
+    let count = env_u64("BRAFT_SIM_SEEDS", count);
+    let first = env_u64("BRAFT_SIM_FIRST_SEED", 1);
+    (first..first + count).collect()
+}
+
+/// Seeded faults with a register workload on three nodes (and a fourth that joins):
+/// the history is linearizable, the invariants hold, the cluster heals, and all nodes
+/// agree. `BRAFT_SIM_SEEDS` seeds (default: 50 in the seeded build, 10 in the plain one)
+/// from `BRAFT_SIM_FIRST_SEED` (default 1), each in its own process; a failing seed
+/// prints the command that replays it.
+#[test]
+fn seeded_faults_keep_the_history_linearizable() {
+    if child(false) {
+        return;
+    }
+    let seeded = cfg!(all(feature = "sim", tokio_unstable));
+    run_and_report(
+        "seeded_faults_keep_the_history_linearizable",
+        3,
+        &seeds_from_env(if seeded { 50 } else { 10 }),
+    );
+}
+
+/// The same on five nodes (and a sixth that joins and, with five voters already, stays a
+/// learner): up to three nodes down at once, so both a lost majority and a surviving one
+/// with two nodes gone. Default 10 seeds in the seeded build, 2 in the plain one.
+#[test]
+fn five_node_faults_keep_the_history_linearizable() {
+    if child(false) {
+        return;
+    }
+    let seeded = cfg!(all(feature = "sim", tokio_unstable));
+    run_and_report(
+        "five_node_faults_keep_the_history_linearizable",
+        5,
+        &seeds_from_env(if seeded { 10 } else { 2 }),
+    );
+}
+
+/// The first of today's fresh seeds: 20 a day, in a range of their own for each UTC
+/// day since 1970, all above 10,000,000 — so CI and a developer's run on the same day
+/// try the same new seeds, and coverage grows every day. `BRAFT_SIM_DAY` (days since
+/// 1970-01-01) replays another day's.
+#[cfg(all(feature = "sim", tokio_unstable))]
+fn todays_first_seed() -> (u64, u64) {
+    let day = env_u64(
+        "BRAFT_SIM_DAY",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 86_400),
+    );
+    (day, 10_000_000 + day * FRESH_SEEDS_A_DAY)
+}
+
+#[cfg(all(feature = "sim", tokio_unstable))]
+const FRESH_SEEDS_A_DAY: u64 = 20;
+
+/// Twenty seeds nobody has run before today (see [`todays_first_seed`]); the seeded
+/// build only, where a failure replays exactly. A failing fresh seed fails the run:
+/// pin it in [`REGRESSION_SEEDS`] and fix what it found.
+#[cfg(all(feature = "sim", tokio_unstable))]
+#[test]
+fn todays_fresh_seeds_pass() {
+    if child(false) {
+        return;
+    }
+    let (day, first) = todays_first_seed();
+    let seeds: Vec<u64> = (first..first + FRESH_SEEDS_A_DAY).collect();
+    eprintln!(
+        "fresh seeds of day {day} (UTC): {first}..={}; replay one with \
+         BRAFT_SIM_FIRST_SEED=<seed> BRAFT_SIM_SEEDS=1 scripts/sim.sh seeded_faults_keep -- --nocapture",
+        first + FRESH_SEEDS_A_DAY - 1
+    );
+    run_and_report("todays_fresh_seeds_pass", 3, &seeds);
 }
 
 /// Seeds that exposed bugs, kept so the fixes stay fixed. A seed's path depends on the
@@ -1035,6 +1151,17 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
     ),
     (130, "a peer connection wedged after a partition"),
     (166, "a peer connection wedged after a partition"),
+    (
+        5143,
+        "a leader whose removal had just committed accepted a join (openraft's \
+         'Only leader is allowed to call update_effective_membership()')",
+    ),
+    (
+        260577,
+        "a follower got a snapshot older than its log; its log I/O cursor went back",
+    ),
+    (700237, "a removed leader accepted a membership change"),
+    (700566, "a snapshot older than the follower's log (log I/O cursor)"),
 ];
 
 /// The seeds in [`REGRESSION_SEEDS`] pass.
@@ -1044,7 +1171,7 @@ fn seeds_that_found_bugs_pass() {
         return;
     }
     let seeds: Vec<u64> = REGRESSION_SEEDS.iter().map(|(s, _)| *s).collect();
-    let failures: Vec<String> = run_seeds("seeds_that_found_bugs_pass", &seeds, false, |_, _| {})
+    let failures: Vec<String> = run_seeds("seeds_that_found_bugs_pass", 3, &seeds, false, |_, _| {})
         .into_iter()
         .filter_map(|(seed, r)| {
             let what = REGRESSION_SEEDS
@@ -1067,7 +1194,7 @@ fn seeded_faults_catch_the_stale_reads_fault() {
     // A couple of seeds at a time, stopping at the first that catches it.
     let mut caught = None;
     for pair in [[1u64, 2], [3, 4], [5, 6], [7, 8], [9, 10]] {
-        let results = run_seeds("seeded_faults_catch_the_stale_reads_fault", &pair, true, |_, _| {});
+        let results = run_seeds("seeded_faults_catch_the_stale_reads_fault", 3, &pair, true, |_, _| {});
         caught = results.into_iter().find_map(|(seed, r)| r.err().map(|e| (seed, e)));
         if caught.is_some() {
             break;
@@ -1096,7 +1223,7 @@ fn a_seed_replays_exactly() {
         return;
     }
     let seeds = [3, 11, 3, 11];
-    let runs = run_seeds("a_seed_replays_exactly", &seeds, false, |_, _| {});
+    let runs = run_seeds("a_seed_replays_exactly", 3, &seeds, false, |_, _| {});
     let prints: Vec<u64> = runs
         .into_iter()
         .map(|(seed, r)| r.unwrap_or_else(|e| panic!("seed {seed}: {e}")).fingerprint)
@@ -1113,8 +1240,8 @@ fn three_simulated_hosts_form_a_cluster_and_serve() {
         .rng_seed(7)
         .build();
     let shared: Shared = Arc::default();
-    world(&shared).enabled = [true, true, true, false];
-    for i in 0..NODES {
+    world(&shared).enabled = vec![true, true, true, false];
+    for i in 0..nodes() {
         add_node_host(&mut sim, i, 7, Disk::empty(), shared.clone(), false);
     }
     sim.client("client", async move {

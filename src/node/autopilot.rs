@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::Node;
 use crate::config::Config;
 use crate::raft::consensus::RaftStatus;
+use crate::raft::membership::MembershipChange;
 use crate::raft::NodeId;
 
 /// How often the leader re-evaluates the cluster.
@@ -390,17 +391,16 @@ pub(super) async fn run(node: Node) {
             continue;
         };
         tracing::info!("autopilot: {action}");
-        let c = node.consensus();
-        let result = tokio::time::timeout(ACTION_TIMEOUT, async {
-            match action {
-                Action::Promote(id) => c.promote(std::collections::BTreeSet::from([id])).await,
-                Action::RemoveVoter(id) => c.remove_voter(id).await,
-                Action::RemoveLearner(id) => c.remove_learner(id).await,
-                Action::FinishJoint => c.finish_joint().await,
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("not done within {} s", ACTION_TIMEOUT.as_secs())));
+        let change = match action {
+            Action::Promote(id) => MembershipChange::Promote(std::collections::BTreeSet::from([id])),
+            Action::RemoveVoter(id) => MembershipChange::RemoveVoter(id),
+            Action::RemoveLearner(id) => MembershipChange::RemoveLearner(id),
+            Action::FinishJoint => MembershipChange::FinishJoint,
+        };
+        let result = tokio::time::timeout(ACTION_TIMEOUT, node.consensus().change_membership(change))
+            .await
+            .map_err(|_| format!("not done within {} s", ACTION_TIMEOUT.as_secs()))
+            .and_then(|r| r.map_err(|e| e.to_string()));
         let outcome = match &result {
             Ok(()) => "ok".to_string(),
             Err(e) => {

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::forward::{HelloReply, HelloRequest, JoinReply, JoinRequest, LeaveRequest, PromiseReply, PromiseRequest};
 use super::Node;
+use crate::raft::membership::{MembershipChange, MembershipError};
 use crate::raft::{wire, NodeId, Peer};
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
@@ -350,21 +351,24 @@ impl Node {
         if !st.is_leader() {
             return not_leader(&st);
         }
-        if let Some(busy) = changing(&st) {
-            return busy;
-        }
-        let result = match st.members.get(&req.id) {
+        let change = match st.members.get(&req.id) {
             Some(p) if *p == req.peer => return JoinReply::Accepted,
             Some(old) => {
                 tracing::info!(id = req.id, old = %old.rpc_addr, new = %req.peer.rpc_addr, "member moved; updating its address");
-                self.consensus().update_peer(req.id, req.peer.clone()).await
+                MembershipChange::UpdatePeer {
+                    id: req.id,
+                    peer: req.peer,
+                }
             }
             None => {
                 tracing::info!(id = req.id, addr = %req.peer.rpc_addr, "adding learner");
-                self.consensus().add_learner(req.id, req.peer.clone()).await
+                MembershipChange::AddLearner {
+                    id: req.id,
+                    peer: req.peer,
+                }
             }
         };
-        membership_reply(result)
+        membership_reply(&st, self.consensus().change_membership(change).await)
     }
 
     /// Removes a leaving node (leader only). Idempotent.
@@ -376,19 +380,16 @@ impl Node {
         if req.id == self.id() {
             return JoinReply::Failed("the leader cannot remove itself; transfer leadership first".into());
         }
-        if let Some(busy) = changing(&st) {
-            return busy;
-        }
-        let result = if st.voters.contains(&req.id) {
+        let change = if st.voters.contains(&req.id) {
             tracing::info!(id = req.id, "voter leaving; removing it");
-            self.consensus().remove_voter(req.id).await
+            MembershipChange::RemoveVoter(req.id)
         } else if st.members.contains_key(&req.id) {
             tracing::info!(id = req.id, "learner leaving; removing it");
-            self.consensus().remove_learner(req.id).await
+            MembershipChange::RemoveLearner(req.id)
         } else {
-            Ok(())
+            return JoinReply::Accepted;
         };
-        membership_reply(result)
+        membership_reply(&st, self.consensus().change_membership(change).await)
     }
 
     /// Leaves the cluster: hands leadership over first if this node leads, then asks
@@ -452,18 +453,16 @@ fn not_leader(st: &crate::raft::consensus::RaftStatus) -> JoinReply {
     }
 }
 
-/// One membership change at a time: a change started from a joint configuration (or
-/// over an uncommitted one) can leave the leader outside every voter set it drives,
-/// which openraft does not expect (found by the simulation, seed 7). The caller retries.
-fn changing(st: &crate::raft::consensus::RaftStatus) -> Option<JoinReply> {
-    st.membership_changing
-        .then(|| JoinReply::Failed("a membership change is in progress; try again".into()))
-}
-
-fn membership_reply(result: Result<(), String>) -> JoinReply {
+/// Turns the gate's answer (`raft::membership`, one change at a time, never from a
+/// leader on its way out) into the reply; the joining or leaving node retries on
+/// anything but `Accepted`.
+fn membership_reply(st: &crate::raft::consensus::RaftStatus, result: Result<(), MembershipError>) -> JoinReply {
     match result {
         Ok(()) => JoinReply::Accepted,
-        Err(e) => JoinReply::Failed(format!("membership change: {e}")),
+        Err(MembershipError::NotLeader { leader }) => JoinReply::NotLeader {
+            leader: leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
+        },
+        Err(e) => JoinReply::Failed(e.to_string()),
     }
 }
 

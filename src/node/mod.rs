@@ -17,6 +17,8 @@ pub mod autopilot;
 mod formation;
 pub(crate) mod forward;
 mod identity;
+#[cfg(test)]
+mod interleavings;
 pub(crate) mod status;
 
 use std::net::SocketAddr;

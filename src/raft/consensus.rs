@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::{ChangeMembers, ReadPolicy, ServerState};
+use openraft::{ReadPolicy, ServerState};
 
+use super::membership::{MembershipChange, MembershipError};
 use super::{NodeId, Peer, Raft, Request, Response};
 
 /// The outcome of proposing one entry on this node.
@@ -156,6 +157,10 @@ impl Consensus {
 
     /// Proposes one entry and waits until it is applied here (on the leader).
     pub async fn propose(&self, req: Request) -> Proposal {
+        if super::membership::leader_on_its_way_out(&self.raft.metrics().borrow_watched()) {
+            // It steps down once its removal commits; the caller retries on the next leader.
+            return Proposal::NotLeader { leader: None };
+        }
         match self.raft.client_write(req).await {
             Ok(resp) => Proposal::Applied {
                 index: resp.log_id.index,
@@ -211,63 +216,13 @@ impl Consensus {
         self.raft.initialize(members).await.map_err(|e| e.to_string())
     }
 
-    /// Adds a learner (leader only); returns once the membership change is committed.
-    pub async fn add_learner(&self, id: NodeId, peer: Peer) -> Result<(), String> {
-        self.raft
-            .add_learner(id, peer, false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    /// Promotes learners to voters (leader only).
-    pub async fn promote(&self, ids: BTreeSet<NodeId>) -> Result<(), String> {
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(ids), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    /// Removes a voter from the cluster altogether (leader only).
-    pub async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
-        self.raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    /// Removes a learner (leader only).
-    pub async fn remove_learner(&self, id: NodeId) -> Result<(), String> {
-        self.raft
-            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    /// Records a member's new addresses, keeping its role (leader only).
-    pub async fn update_peer(&self, id: NodeId, peer: Peer) -> Result<(), String> {
-        self.raft
-            .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, peer)])), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    /// Changes the membership through the one gate ([`super::membership`]); returns once
+    /// the change is committed.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), MembershipError> {
+        super::membership::change(&self.raft, change).await
     }
 
     /// Hands leadership to `to` (leader only).
-    /// Completes a joint membership whose second step never came (its proposer lost
-    /// leadership between the two steps): moves to the joint configuration's new voter
-    /// set.
-    pub async fn finish_joint(&self) -> Result<(), String> {
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::new()), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), String> {
         self.raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string())
     }

@@ -7,6 +7,7 @@
 
 pub mod consensus;
 pub(crate) mod log;
+pub mod membership;
 pub(crate) mod network;
 pub(crate) mod sm;
 pub(crate) mod wire;

@@ -307,9 +307,47 @@ pub async fn serve_install_snapshot(
         }
         data.extend_from_slice(&c.data);
     }
-    let r: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> = raft
-        .install_full_snapshot(vote, Snapshot { meta, snapshot: data })
+    reply(&install_snapshot(raft, vote, Snapshot { meta, snapshot: data }).await)
+}
+
+/// Installs a snapshot the leader sent, unless this follower's log already holds the
+/// snapshot's last entry, appended under the sender's own vote.
+///
+/// Why: a leader whose append acknowledgements to a follower were lost (timed out) may
+/// judge that follower behind its purged log and send a snapshot, although the follower
+/// has appended beyond the snapshot meanwhile. openraft 0.10.0-alpha.37 then installs it
+/// anyway when the follower's *commit* index is still below the snapshot, and its log I/O
+/// cursor goes backwards (the debug assertion "expect submitted:… < new_submitted:…",
+/// simulation seeds 260577 and 700566). In a release build the cursor regresses silently
+/// and caps what the state machine may apply, so an entry that commits may stay unapplied
+/// until the next append (an idle cluster: forever, and reads that wait on it time out).
+///
+/// Raft's own rule (§7 of the paper) is that a follower whose log holds the snapshot's
+/// last entry keeps its log and installs nothing. It answers with its vote, which equals
+/// the sender's, so the leader records the follower as matching the snapshot's last entry
+/// and goes on appending after it. The check runs inside `RaftCore` (`with_raft_state`),
+/// atomically with the log and vote it reads. Log matching makes it sufficient: an entry
+/// with the snapshot's log id at the snapshot's index means an identical prefix.
+pub(crate) async fn install_snapshot(
+    raft: &Raft,
+    vote: Vote,
+    snapshot: Snapshot,
+) -> Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> {
+    let (sender, last) = (vote, snapshot.meta.last_log_id);
+    let held = raft
+        .with_raft_state(move |st| {
+            let last = last?;
+            let holds = *st.vote_ref() == sender && st.log_ids.get(last.index) == Some(last);
+            let newer = st.local_committed() < Some(&last);
+            (holds && newer).then(|| *st.vote_ref())
+        })
         .await
-        .map_err(RaftError::Fatal);
-    reply(&r)
+        .map_err(RaftError::Fatal)?;
+    if let Some(vote) = held {
+        tracing::debug!(last = ?snapshot.meta.last_log_id, "snapshot not installed: the log already holds its last entry");
+        return Ok(SnapshotResponse::new(vote));
+    }
+    raft.install_full_snapshot(vote, snapshot)
+        .await
+        .map_err(RaftError::Fatal)
 }
