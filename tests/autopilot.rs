@@ -147,3 +147,44 @@ async fn a_leaving_leader_hands_over_then_is_removed() {
     c.put_ok(other, "k2", "v2").await;
     c.shutdown().await;
 }
+
+fn dead_after_two_seconds(c: &mut Config) {
+    test_config(c);
+    c.dead_node_timeout_ms = 2_000;
+}
+
+/// Simulation seed 21805: two removed nodes that restart together each still count the
+/// other as a member, and each "follows" the leader its stored vote names. Asked first
+/// (the static list puts them first), each vouched for the other, and both waited for a
+/// leader forever. Only a leader's own word counts now: both rejoin.
+#[tokio::test]
+async fn two_removed_nodes_that_restart_together_both_rejoin() {
+    let _g = serial().await;
+    let mut c = Cluster::start(5, dead_after_two_seconds).await;
+    let mut leader = c.wait_leader(LIMIT).await;
+    if leader < 2 {
+        // The victims are the first two in everyone's list; the leader must be another.
+        c.node(leader).transfer_leader(c.node(2).id()).await.unwrap();
+        c.wait_for("node 2 to lead", LIMIT, |c| c.node(2).is_leader()).await;
+        leader = 2;
+    }
+    c.put_ok(leader, "k", "1").await;
+    let ids = [c.node(0).id(), c.node(1).id()];
+    c.stop(0).await;
+    c.stop(1).await;
+    c.wait_for("autopilot to remove both dead voters", LIMIT, |c| {
+        let st = c.node(leader).raft_status();
+        ids.iter().all(|id| !st.members.contains_key(id))
+    })
+    .await;
+    // Their logs still list each other (they never saw their removals).
+    c.restart(0).await;
+    c.restart(1).await;
+    c.wait_for("both to be members again", LIMIT, |c| {
+        let st = c.node(leader).raft_status();
+        ids.iter().all(|id| st.members.contains_key(id))
+    })
+    .await;
+    assert_eq!(c.get(0, "k", "linearizable").await.as_deref(), Some("1"));
+    c.shutdown().await;
+}

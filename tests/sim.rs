@@ -1124,11 +1124,13 @@ fn todays_fresh_seeds_pass() {
     }
     let (day, first) = todays_first_seed();
     let seeds: Vec<u64> = (first..first + FRESH_SEEDS_A_DAY).collect();
-    eprintln!(
-        "fresh seeds of day {day} (UTC): {first}..={}; replay one with \
-         BRAFT_SIM_FIRST_SEED=<seed> BRAFT_SIM_SEEDS=1 scripts/sim.sh seeded_faults_keep -- --nocapture",
-        first + FRESH_SEEDS_A_DAY - 1
-    );
+    eprintln!("fresh seeds of day {day} (UTC, days since 1970-01-01):");
+    for seed in &seeds {
+        eprintln!(
+            "  fresh seed {seed}: replay with BRAFT_SIM_FIRST_SEED={seed} BRAFT_SIM_SEEDS=1 \
+             scripts/sim.sh seeded_faults_keep_the_history_linearizable -- --exact --nocapture"
+        );
+    }
     run_and_report("todays_fresh_seeds_pass", 3, &seeds);
 }
 
@@ -1162,6 +1164,11 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
     ),
     (700237, "a removed leader accepted a membership change"),
     (700566, "a snapshot older than the follower's log (log I/O cursor)"),
+    (
+        21805,
+        "two removed nodes restarting together vouched for each other's membership and \
+         never rejoined",
+    ),
 ];
 
 /// The seeds in [`REGRESSION_SEEDS`] pass.

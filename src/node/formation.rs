@@ -98,33 +98,50 @@ async fn rejoin(node: &Node, st: &crate::raft::consensus::RaftStatus) -> Option<
     }
 }
 
-/// A member without a leader: if a reachable peer knows a leader whose membership lacks
-/// this node (or has it at another address), rejoin through that leader.
+/// A member without a leader: if the leader's membership lacks this node (or has it at
+/// another address), rejoin through that leader.
+///
+/// Only the leader's own word counts. Two removed nodes that restart together each still
+/// list the other as a member, and each "follows" the leader restored from its vote;
+/// taking the first such peer's word, each waited for the other forever (simulation
+/// seed 21805). So ask every peer, and if none of them leads now, ask the leaders they
+/// name, directly.
 async fn check_still_member(node: &Node) -> Option<String> {
     let peers = node.discovered_peers();
-    let replies = futures::future::join_all(peers.iter().map(|a| hello(node, a))).await;
-    for r in replies.into_iter().flatten() {
-        if r.id == node.id() || !r.initialized {
-            continue;
-        }
-        if let Some((lid, leader)) = &r.leader {
-            if r.your_member_addr.as_deref() == Some(node.peer().rpc_addr.as_str()) {
-                return Some(format!(
-                    "no leader here, but node {} follows leader {lid}; waiting",
-                    r.id
-                ));
-            }
-            tracing::info!(
-                leader = lid,
-                "the cluster no longer counts this node at this address; rejoining"
-            );
-            return Some(match join(node, leader).await {
-                Ok(()) => format!("asked leader {lid} to take this node back as a learner"),
-                Err(e) => format!("rejoin via leader {lid} failed: {e}"),
-            });
+    let mut replies: Vec<HelloReply> = futures::future::join_all(peers.iter().map(|a| hello(node, a)))
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|r| r.id != node.id() && r.initialized)
+        .collect();
+    if !replies.iter().any(|r| r.leading) {
+        let named: std::collections::BTreeSet<String> = replies
+            .iter()
+            .filter_map(|r| r.leader.as_ref())
+            .filter(|(lid, _)| *lid != node.id())
+            .map(|(_, p)| p.rpc_addr.clone())
+            .collect();
+        for addr in named {
+            replies.extend(hello(node, &addr).await.filter(|r| r.id != node.id()));
         }
     }
-    Some("member without a leader; no peer knows one either".into())
+    let Some(leader) = replies.iter().find(|r| r.leading) else {
+        return Some("member without a leader; no peer leads or knows who does".into());
+    };
+    if leader.your_member_addr.as_deref() == Some(node.peer().rpc_addr.as_str()) {
+        return Some(format!(
+            "no leader here, but leader {} counts this node; waiting",
+            leader.id
+        ));
+    }
+    tracing::info!(
+        leader = leader.id,
+        "the cluster no longer counts this node at this address; rejoining"
+    );
+    Some(match join(node, &leader.peer).await {
+        Ok(()) => format!("asked leader {} to take this node back as a learner", leader.id),
+        Err(e) => format!("rejoin via leader {} failed: {e}", leader.id),
+    })
 }
 
 /// One round: probe the peers, then join, bootstrap or wait. Returns what we wait for.
@@ -319,6 +336,7 @@ impl Node {
             pristine: st.pristine,
             initialized: st.initialized,
             leader: st.leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
+            leading: st.is_leader(),
         }
     }
 

@@ -89,6 +89,10 @@ pub struct HelloReply {
     /// not a member there. A node whose own view disagrees rejoins through the leader.
     #[serde(default)]
     pub your_member_addr: Option<String>,
+    /// The replier is the leader now (not merely a node whose vote names itself). Only a
+    /// leader's word settles whether the asker is still a member.
+    #[serde(default)]
+    pub leading: bool,
 }
 
 /// `Promise`: the would-be initializer asks a pristine peer to back it. A node backs at

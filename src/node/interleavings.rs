@@ -103,6 +103,33 @@ fn core_alive(c: &Consensus) -> bool {
     c.raft().metrics().borrow_watched().state != ServerState::Shutdown
 }
 
+/// A three-node cluster whose leader has just had its own removal committed (a leave of
+/// the leader, as the core sees it): openraft keeps it leading for another 150 ms.
+async fn removed_leader() -> (Vec<Node>, Node, tempfile::TempDir) {
+    let (nodes, _logs, tmp) = cluster(3).await;
+    let leader = wait_for("a leader", || nodes.iter().find(|n| n.is_leader()).cloned()).await;
+    // Let the formation settle: the first membership committed, nothing in flight.
+    wait_for("a settled membership", || {
+        let st = leader.status();
+        (!st.membership_changing && st.voters.len() == 3).then_some(())
+    })
+    .await;
+    leader
+        .consensus()
+        .change_membership(MembershipChange::RemoveVoter(leader.id()))
+        .await
+        .expect("the leader's removal commits");
+    (nodes, leader, tmp)
+}
+
+/// A node that never answers, asking to join.
+fn joiner() -> Peer {
+    Peer {
+        rpc_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+    }
+}
+
 /// Seeds 5143 and 700237. The change that removes the leader commits; openraft keeps
 /// that node's Leader for another 150 ms, and a join arriving then was handed to it and
 /// appended a membership entry from a node that no longer leads by openraft's own rule
@@ -111,28 +138,9 @@ fn core_alive(c: &Consensus) -> bool {
 /// and the others elect a leader without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_on_its_way_out_takes_no_membership_change_and_no_write() {
-    let (nodes, _logs, _tmp) = cluster(3).await;
-    let leader = wait_for("a leader", || nodes.iter().find(|n| n.is_leader()).cloned()).await;
-    // Let the formation settle: the first membership committed, nothing in flight.
-    wait_for("a settled membership", || {
-        let st = leader.status();
-        (!st.membership_changing && st.voters.len() == 3).then_some(())
-    })
-    .await;
-
-    // The leader's own removal commits (a leave of the leader, seen from the core).
-    leader
-        .consensus()
-        .change_membership(MembershipChange::RemoveVoter(leader.id()))
-        .await
-        .expect("the leader's removal commits");
-
+    let (nodes, leader, _tmp) = removed_leader().await;
     // At once — inside openraft's 150 ms before the removed leader steps down.
-    let joiner = Peer {
-        rpc_addr: "127.0.0.1:1".into(),
-        http_addr: "127.0.0.1:2".into(),
-    };
-    let reply = leader.handle_join(JoinRequest { id: 99, peer: joiner }).await;
+    let reply = leader.handle_join(JoinRequest { id: 99, peer: joiner() }).await;
     let write = leader.consensus().propose(put("k")).await;
 
     assert!(
@@ -277,26 +285,10 @@ async fn a_snapshot_older_than_the_followers_log_is_not_installed() {
 #[cfg(not(debug_assertions))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_build_a_removed_leader_handed_a_learner_appends_it_and_steps_down() {
-    let (nodes, _logs, _tmp) = cluster(3).await;
-    let leader = wait_for("a leader", || nodes.iter().find(|n| n.is_leader()).cloned()).await;
-    wait_for("a settled membership", || {
-        let st = leader.status();
-        (!st.membership_changing && st.voters.len() == 3).then_some(())
-    })
-    .await;
-    leader
-        .consensus()
-        .change_membership(MembershipChange::RemoveVoter(leader.id()))
-        .await
-        .expect("the leader's removal commits");
+    let (nodes, leader, _tmp) = removed_leader().await;
     let removed_at = leader.status().last_log_index;
-
     // Past the gate, straight to openraft, as before the fix.
-    let joiner = Peer {
-        rpc_addr: "127.0.0.1:1".into(),
-        http_addr: "127.0.0.1:2".into(),
-    };
-    let added = leader.consensus().raft().add_learner(99, joiner, false).await;
+    let added = leader.consensus().raft().add_learner(99, joiner(), false).await;
     eprintln!("add_learner on the removed leader: {added:?}");
     let added = added.expect("openraft accepts it: the core still holds a Leader");
     assert!(
