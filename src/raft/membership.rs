@@ -172,8 +172,8 @@ pub(crate) async fn change_as_observed(
 
 /// Whether this node leads but is no voter of its own effective configuration: a leader
 /// on its way out. It takes no client writes: it steps down as soon as the change that
-/// removes it commits, and a write it appended meanwhile would most likely come back
-/// as "indeterminate" rather than as an answer.
+/// removes it commits, so the caller is better served by a clean "not leader" (and a
+/// retry on the next leader) than by an entry appended by a node leaving office.
 pub(crate) fn leader_on_its_way_out(m: &Metrics) -> bool {
     m.state == ServerState::Leader && !m.membership_config.membership().voter_ids().any(|v| v == m.id)
 }
