@@ -1250,7 +1250,7 @@ fn three_simulated_hosts_form_a_cluster_and_serve() {
         .rng_seed(7)
         .build();
     let shared: Shared = Arc::default();
-    world(&shared).enabled = vec![true, true, true, false];
+    world(&shared).enabled = (0..nodes()).map(|i| i < forming()).collect();
     for i in 0..nodes() {
         add_node_host(&mut sim, i, 7, Disk::empty(), shared.clone(), false);
     }

@@ -144,9 +144,8 @@ async fn a_leader_on_its_way_out_takes_no_membership_change_and_no_write() {
     let write = leader.consensus().propose(put("k")).await;
 
     assert!(
-        matches!(&reply, JoinReply::Failed(e) if e.contains("not a voter of its own configuration"))
-            || matches!(reply, JoinReply::NotLeader { .. }),
-        "the join is refused: {reply:?}"
+        matches!(&reply, JoinReply::Failed(e) if e.contains("not a voter of its own configuration")),
+        "the gate refuses the join: {reply:?}"
     );
     assert!(
         matches!(write, Proposal::NotLeader { .. }),
@@ -278,11 +277,12 @@ async fn a_snapshot_older_than_the_followers_log_is_not_installed() {
 
 /// What openraft does without the gate, in a release build (its debug assertion
 /// would stop the core first in any other): a removed leader, inside its 150 ms, is
-/// handed a learner. Run with `cargo test --release --lib release_build`; the answer is
+/// handed a learner. Run with `cargo test --release --lib release_build -- --ignored`; the answer is
 /// in docs/NOTES.md. It appends the second membership entry from outside its own
 /// configuration, commits it with the remaining voters' quorum, then steps down: the
 /// others elect a leader that has the entry, and every node applies the same state.
 #[cfg(not(debug_assertions))]
+#[ignore = "a question answered by hand: cargo test --release --lib release_build -- --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_build_a_removed_leader_handed_a_learner_appends_it_and_steps_down() {
     let (nodes, leader, _tmp) = removed_leader().await;

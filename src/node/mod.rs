@@ -858,7 +858,10 @@ impl Node {
 
     fn not_leader(&self, leader: Option<NodeId>) -> ForwardReply {
         let st = self.status();
-        let leader = leader.or(st.leader).filter(|l| *l != self.inner.id || st.is_leader());
+        // A leader on its way out (no voter of its own configuration) names no leader:
+        // it is about to step down, and the caller should wait for the next one.
+        let leading = st.is_leader() && st.voters.contains(&self.inner.id);
+        let leader = leader.or(st.leader).filter(|l| *l != self.inner.id || leading);
         ForwardReply::NotLeader {
             leader: leader.and_then(|l| st.peer(l).map(|p| (l, p.clone()))),
         }

@@ -69,7 +69,9 @@ pub enum MembershipError {
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
     /// Another change is in flight, or the membership moved while this one was checked:
-    /// nothing was written; try again shortly.
+    /// try again shortly. Usually nothing was written; but when openraft's second step of
+    /// a joint change is refused, the joint configuration stays (committed), and
+    /// autopilot finishes it after `JOINT_GRACE`.
     #[error("a membership change is in progress; try again ({0})")]
     Busy(String),
     /// The change cannot be made from this state; retrying will not help until the
@@ -171,7 +173,8 @@ pub(crate) async fn change_as_observed(
 }
 
 /// Whether this node leads but is no voter of its own effective configuration: a leader
-/// on its way out. It takes no client writes: it steps down as soon as the change that
+/// on its way out. (It gets out: openraft's step-down watcher, on by default and never
+/// turned off by braft, hands over 150 ms after its removal commits.) It takes no client writes: it steps down as soon as the change that
 /// removes it commits, so the caller is better served by a clean "not leader" (and a
 /// retry on the next leader) than by an entry appended by a node leaving office.
 pub(crate) fn leader_on_its_way_out(m: &Metrics) -> bool {

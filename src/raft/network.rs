@@ -324,8 +324,9 @@ pub async fn serve_install_snapshot(
 ///
 /// Raft's own rule (§7 of the paper) is that a follower whose log holds the snapshot's
 /// last entry keeps its log and installs nothing. It answers with its vote, which equals
-/// the sender's, so the leader records the follower as matching the snapshot's last entry
-/// and goes on appending after it. The check runs inside `RaftCore` (`with_raft_state`),
+/// the sender's, once an empty append after that entry confirms the log is durable up to
+/// it; the leader records the follower as matching the snapshot's last entry and goes on
+/// appending after it. The check runs inside `RaftCore` (`with_raft_state`),
 /// atomically with the log and vote it reads. Log matching makes it sufficient: an entry
 /// with the snapshot's log id at the snapshot's index means an identical prefix.
 pub(crate) async fn install_snapshot(
@@ -343,9 +344,23 @@ pub(crate) async fn install_snapshot(
         })
         .await
         .map_err(RaftError::Fatal)?;
-    if let Some(vote) = held {
-        tracing::debug!(last = ?snapshot.meta.last_log_id, "snapshot not installed: the log already holds its last entry");
-        return Ok(SnapshotResponse::new(vote));
+    if let (Some(vote), Some(last)) = (held, last) {
+        // The answer must mean "durable up to `last`", as an append's does: an empty
+        // append after `last` answers only once the log is flushed that far (and cannot
+        // move any cursor back). If it does not match after all, install as usual.
+        let flushed = raft
+            .append_entries(AppendEntriesRequest {
+                vote,
+                prev_log_id: Some(last),
+                entries: vec![],
+                leader_commit: None,
+            })
+            .await
+            .is_ok_and(|r| r.is_success());
+        if flushed {
+            tracing::debug!(%last, "snapshot not installed: the log already holds its last entry");
+            return Ok(SnapshotResponse::new(vote));
+        }
     }
     raft.install_full_snapshot(vote, snapshot)
         .await
