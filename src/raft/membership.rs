@@ -107,7 +107,7 @@ pub(crate) fn admit(m: &Metrics, change: &MembershipChange) -> Result<Vec<Precon
         ));
     }
     let membership = effective.membership();
-    if !membership.voter_ids().any(|v| v == m.id) {
+    if !votes_in_own_config(m) {
         return Err(MembershipError::Refused(format!(
             "leader {} is not a voter of its own configuration (it is being removed and steps down)",
             m.id
@@ -178,7 +178,13 @@ pub(crate) async fn change_as_observed(
 /// removes it commits, so the caller is better served by a clean "not leader" (and a
 /// retry on the next leader) than by an entry appended by a node leaving office.
 pub(crate) fn leader_on_its_way_out(m: &Metrics) -> bool {
-    m.state == ServerState::Leader && !m.membership_config.membership().voter_ids().any(|v| v == m.id)
+    m.state == ServerState::Leader && !votes_in_own_config(m)
+}
+
+/// Whether this node is a voter of its effective configuration (in either half of a
+/// joint one).
+fn votes_in_own_config(m: &Metrics) -> bool {
+    m.membership_config.membership().voter_ids().any(|v| v == m.id)
 }
 
 #[cfg(test)]
