@@ -160,7 +160,7 @@ impl pb::raft_server::Raft for PeerService {
         &self,
         _req: Request<pb::GetDetailsRequest>,
     ) -> Result<Response<pb::GetDetailsResponse>, Status> {
-        Ok(Response::new(self.node.details()))
+        Ok(Response::new(self.node.details().await))
     }
 }
 

@@ -36,6 +36,7 @@ pub use config::Config;
 pub use error::Error;
 pub use error::LeaderHint;
 pub use kv::KvService;
+pub use node::roles::{Role, RoleEvent};
 pub use node::{Consistency, Node, NodeBuilder};
 pub use raft::consensus::RaftStatus;
 pub use raft::sm::StateHash;

@@ -19,6 +19,7 @@ pub(crate) mod forward;
 mod identity;
 #[cfg(test)]
 mod interleavings;
+pub mod roles;
 pub(crate) mod status;
 
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ pub struct NodeBuilder {
     grpc_routes: tonic::service::Routes,
     http_routes: axum::Router,
     discovery: Option<Arc<dyn Discovery>>,
+    role_hooks: Vec<roles::RoleHook>,
+    biz_data: Option<status::BizData>,
 }
 
 impl NodeBuilder {
@@ -159,6 +162,34 @@ impl NodeBuilder {
         self
     }
 
+    /// Calls `f` with this node's new role whenever it starts or stops leading (braft's
+    /// `WithLeaderChange`): [`roles::Role::Leader`] once this node leads *and* its term's
+    /// first entry is committed and applied here, so work started then sees every
+    /// acknowledged write; `Follower`, `Learner` or `Candidate` when it stops leading; and
+    /// `Shutdown` once on stop. Calls never overlap and Leader and not-Leader alternate.
+    /// Each call runs on a blocking thread (a slow or panicking hook never stalls Raft).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), braft::Error> {
+    /// let node = braft::Node::builder()
+    ///     .service(braft::KvService::default())
+    ///     .on_leader_change(|e| println!("now {:?} in term {}", e.role, e.term))
+    ///     .start().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_leader_change(mut self, f: impl Fn(roles::RoleEvent) + Send + Sync + 'static) -> Self {
+        self.role_hooks.push(Arc::new(f));
+        self
+    }
+
+    /// Publishes `f()` as this node's business data (braft's `WithBizData`): `/raft` shows
+    /// it as `nodes[].bizData`, and `GetDetails` as JSON. It is called on each request for
+    /// details; a panic, or taking longer than 500 ms, shows as that node's `error`.
+    pub fn biz_data(mut self, f: impl Fn() -> serde_json::Value + Send + Sync + 'static) -> Self {
+        self.biz_data = Some(Arc::new(f));
+        self
+    }
+
     /// Adds your own axum routes, served on HPORT beside braft's.
     pub fn http_routes(mut self, router: axum::Router) -> Self {
         self.http_routes = self.http_routes.merge(router);
@@ -237,6 +268,13 @@ impl NodeBuilder {
         };
 
         let (shutdown_tx, _) = watch::channel(false);
+        let first = consensus.role_watch().view();
+        let (roles_tx, _) = watch::channel(roles::RoleEvent {
+            node_id: id,
+            role: first.role,
+            term: first.term,
+            applied_index: first.applied_index,
+        });
         let inner = Arc::new(Inner {
             id,
             config,
@@ -256,6 +294,8 @@ impl NodeBuilder {
             autopilot: Mutex::new(Default::default()),
             promised_to: Mutex::new(formation::load_promise(&data_dir)?),
             data_dir: data_dir.clone(),
+            roles: roles_tx.clone(),
+            biz_data: self.biz_data,
         });
         let node = Node { inner };
         if node.inner.config.fault_stale_reads {
@@ -281,6 +321,7 @@ impl NodeBuilder {
             .into());
         }
         tracing::info!(discovery = %node.inner.discovery.describe(), "discovery started");
+        node.spawn(roles::watch_roles(node.clone(), roles_tx, self.role_hooks));
         node.spawn(poll_discovery(node.clone()));
         node.spawn(formation::run(node.clone()));
         node.spawn(autopilot::run(node.clone()));
@@ -406,6 +447,9 @@ pub(crate) struct Inner {
     /// The initializer this pristine node has backed for forming the cluster (on disk).
     pub promised_to: Mutex<Option<NodeId>>,
     pub data_dir: std::path::PathBuf,
+    /// This node's latest role event.
+    pub roles: watch::Sender<roles::RoleEvent>,
+    pub biz_data: Option<status::BizData>,
 }
 
 /// A running braft node. Cheap to clone; clones share the node.
@@ -435,6 +479,8 @@ impl Node {
             grpc_routes: tonic::service::Routes::default(),
             http_routes: axum::Router::new(),
             discovery: None,
+            role_hooks: Vec::new(),
+            biz_data: None,
         }
     }
 

@@ -10,10 +10,35 @@ use crate::pb;
 
 /// How long `/raft` waits for each peer's details.
 const PEER_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long the application's business-data closure may take.
+const BIZ_DATA_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The application's business-data closure ([`crate::NodeBuilder::biz_data`]).
+pub(crate) type BizData = std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync + 'static>;
 
 impl Node {
+    /// The business data as JSON text, or why there is none. The closure runs on a
+    /// blocking thread, so a panic or a hang costs this answer, not the node.
+    async fn biz_data(&self) -> (String, String) {
+        let Some(f) = self.inner.biz_data.clone() else {
+            return (String::new(), String::new());
+        };
+        match tokio::time::timeout(BIZ_DATA_TIMEOUT, tokio::task::spawn_blocking(move || f())).await {
+            Ok(Ok(v)) => (v.to_string(), String::new()),
+            Ok(Err(e)) => (String::new(), format!("bizData: the closure failed: {e}")),
+            Err(_) => (
+                String::new(),
+                format!(
+                    "bizData: the closure took longer than {} ms",
+                    BIZ_DATA_TIMEOUT.as_millis()
+                ),
+            ),
+        }
+    }
+
     /// This node's own details.
-    pub(crate) fn details(&self) -> pb::GetDetailsResponse {
+    pub(crate) async fn details(&self) -> pb::GetDetailsResponse {
+        let (biz_data, biz_data_error) = self.biz_data().await;
         let st = self.status();
         let p = crate::proc_info::read(self.inner.started.into_std());
         let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -44,6 +69,8 @@ impl Node {
             discovery: self.discovery_description(),
             initialized: st.initialized,
             discovery_nodes: self.discovered_peers(),
+            biz_data,
+            biz_data_error,
         }
     }
 
@@ -51,7 +78,7 @@ impl Node {
     /// details, asked in parallel with a short timeout.
     pub async fn cluster_status(&self) -> ClusterStatus {
         let st = self.status();
-        let me = self.details();
+        let me = self.details().await;
         let mut targets: Vec<(u64, String)> = st.members.iter().map(|(id, p)| (*id, p.rpc_addr.clone())).collect();
         if !st.members.contains_key(&self.id()) {
             targets.push((self.id(), self.peer().rpc_addr.clone()));
@@ -176,6 +203,9 @@ pub struct NodeEntry {
     pub discovery: String,
     /// The candidate peers this node's discovery sees.
     pub discovery_nodes: Vec<String>,
+    /// The application's business data (braft's `bizData`), when it publishes any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub biz_data: Option<serde_json::Value>,
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
@@ -193,7 +223,8 @@ impl NodeEntry {
         NodeEntry {
             server_id: d.server_id.to_string(),
             address: d.address.clone(),
-            error: None,
+            error: (!d.biz_data_error.is_empty()).then(|| d.biz_data_error.clone()),
+            biz_data: serde_json::from_str(&d.biz_data).ok(),
             raft_state: d.raft_state.clone(),
             leader: d.leader_addr.clone(),
             start_time: format_rfc3339(d.start_time_ms),

@@ -80,6 +80,63 @@ impl RaftStatus {
     }
 }
 
+/// A node's role in the cluster, as leader-change hooks and [`crate::Node::roles`] report
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// Leading, with this term's first entry committed and applied here: the applied
+    /// state holds every write acknowledged before this node took office.
+    Leader,
+    Follower,
+    Learner,
+    /// Campaigning, or elected but not yet established (its first entry uncommitted).
+    Candidate,
+    /// The node stopped.
+    Shutdown,
+}
+
+/// One observation of this node's role, taken from a metrics update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleView {
+    pub role: Role,
+    pub term: u64,
+    /// The applied index at that moment.
+    pub applied_index: u64,
+}
+
+/// Follows this node's role through the core's metrics.
+pub struct RoleWatch {
+    rx: openraft::alias::WatchReceiverOf<super::TypeConfig, openraft::RaftMetrics<super::TypeConfig>>,
+}
+
+impl RoleWatch {
+    /// Waits for the next metrics update; false once the core has stopped.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
+    /// The role as the latest metrics show it. A leader counts as [`Role::Leader`] only
+    /// once it has applied an entry of its own term: that entry (the blank one every new
+    /// leader appends) is committed, so every entry of earlier terms is committed and
+    /// applied too. Until then it is a [`Role::Candidate`].
+    pub fn view(&self) -> RoleView {
+        let m = self.rx.borrow_watched();
+        let applied_term = m.last_applied.map_or(0, |l| l.leader_id.term);
+        let role = match m.state {
+            ServerState::Leader if m.current_leader == Some(m.id) && applied_term == m.current_term => Role::Leader,
+            ServerState::Leader | ServerState::Candidate => Role::Candidate,
+            ServerState::Follower => Role::Follower,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        RoleView {
+            role,
+            term: m.current_term,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+}
+
 /// The Raft core, wrapped.
 #[derive(Clone)]
 pub struct Consensus {
@@ -153,6 +210,13 @@ impl Consensus {
         let leader = m.current_leader;
         let peer = leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
         (leader, peer)
+    }
+
+    /// A watch on this node's role.
+    pub fn role_watch(&self) -> RoleWatch {
+        RoleWatch {
+            rx: self.raft.metrics(),
+        }
     }
 
     /// Proposes one entry and waits until it is applied here (on the leader).
