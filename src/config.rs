@@ -217,6 +217,12 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// The largest value accepted (`BRAFT_MAX_VALUE_BYTES`).
     pub max_value_bytes: usize,
+    /// How many watch events each node keeps in memory for watchers to resume from
+    /// (`BRAFT_WATCH_HISTORY`).
+    pub watch_history: usize,
+    /// ...and the most bytes of keys and values they may hold (`BRAFT_WATCH_HISTORY_BYTES`);
+    /// the older events go first when either bound is reached.
+    pub watch_history_bytes: usize,
     /// Random start-up delay, up to this long (`BRAFT_SLEEP`); braft's jitter.
     pub sleep_ms: u64,
     /// Log entry encoding (`BRAFT_CODEC`): msgpack or json.
@@ -282,6 +288,8 @@ impl Default for Config {
             election_timeout_ms: 500,
             request_timeout_ms: 5_000,
             max_value_bytes: 1 << 20,
+            watch_history: 100_000,
+            watch_history_bytes: 64 << 20,
             sleep_ms: 0,
             codec: Codec::MsgPack,
             cluster_token: None,
@@ -485,6 +493,26 @@ pub const SETTINGS: &[Setting] = &[
         help: "largest accepted value in bytes (default 1048576)",
         apply: |c, v| {
             c.max_value_bytes = parse_num(v, "a number of bytes")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "watch_history",
+        env: "BRAFT_WATCH_HISTORY",
+        alias: None,
+        help: "watch events kept in memory for resuming watchers (default 100000)",
+        apply: |c, v| {
+            c.watch_history = parse_num(v, "a positive integer")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "watch_history_bytes",
+        env: "BRAFT_WATCH_HISTORY_BYTES",
+        alias: None,
+        help: "the most bytes of keys and values those events may hold (default 67108864)",
+        apply: |c, v| {
+            c.watch_history_bytes = parse_num(v, "a number of bytes")?;
             Ok(())
         },
     },
@@ -755,6 +783,19 @@ impl Config {
         if !(1..=(32 << 20)).contains(&self.max_value_bytes) {
             return Err(ConfigError::new("BRAFT_MAX_VALUE_BYTES", "allowed: 1..33554432"));
         }
+        if !(1..=100_000_000).contains(&self.watch_history) {
+            return Err(ConfigError::new("BRAFT_WATCH_HISTORY", "allowed: 1..100000000"));
+        }
+        if self.watch_history_bytes < self.max_value_bytes + crate::http::MAX_KEY_BYTES {
+            return Err(ConfigError::new(
+                "BRAFT_WATCH_HISTORY_BYTES",
+                format!(
+                    "{} must hold at least one event of the largest size (BRAFT_MAX_VALUE_BYTES + 4096 = {})",
+                    self.watch_history_bytes,
+                    self.max_value_bytes + crate::http::MAX_KEY_BYTES
+                ),
+            ));
+        }
         if self.max_voters == 0 || self.max_voters % 2 == 0 {
             return Err(ConfigError::new(
                 "BRAFT_MAX_VOTERS",
@@ -965,6 +1006,8 @@ mod tests {
         assert_eq!(bad(|c| c.snapshot_logs = 0), "BRAFT_SNAPSHOT_LOGS");
         assert_eq!(bad(|c| c.node_id = Some(0)), "BRAFT_NODE_ID");
         assert_eq!(bad(|c| c.max_value_bytes = 0), "BRAFT_MAX_VALUE_BYTES");
+        assert_eq!(bad(|c| c.watch_history = 0), "BRAFT_WATCH_HISTORY");
+        assert_eq!(bad(|c| c.watch_history_bytes = 1000), "BRAFT_WATCH_HISTORY_BYTES");
         assert_eq!(bad(|c| c.max_voters = 4), "BRAFT_MAX_VOTERS");
         assert_eq!(bad(|c| c.min_quorum = 7), "BRAFT_MIN_QUORUM");
         assert_eq!(bad(|c| c.dead_node_timeout_ms = 100), "BRAFT_DEAD_NODE_TIMEOUT");

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::service::{ApplyContext, Service, ServiceError};
+use crate::watch::{EventKind, WatchEvent};
 
 /// The condition of a compare-and-set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +74,8 @@ pub enum KvQueryOutput {
 #[derive(Debug, Default)]
 pub struct KvService {
     maps: BTreeMap<String, BTreeMap<String, Versioned>>,
+    /// The last apply's watch events, until the state machine takes them.
+    events: Vec<WatchEvent>,
 }
 
 impl KvService {
@@ -108,6 +111,13 @@ impl Service for KvService {
                     });
                 }
                 let version = ctx.index;
+                self.events.push(WatchEvent {
+                    kind: EventKind::Put,
+                    map: map.clone(),
+                    key: key.clone(),
+                    value: Some(value.clone().into()),
+                    version,
+                });
                 self.maps
                     .entry(map)
                     .or_default()
@@ -125,6 +135,16 @@ impl Service for KvService {
                     }
                     None => false,
                 };
+                // Deleting an absent key changes nothing, so it is no event.
+                if existed {
+                    self.events.push(WatchEvent {
+                        kind: EventKind::Delete,
+                        map,
+                        key,
+                        value: None,
+                        version: ctx.index,
+                    });
+                }
                 Ok(KvOutput::Deleted {
                     version: ctx.index,
                     existed,
@@ -158,7 +178,12 @@ impl Service for KvService {
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ServiceError> {
         self.maps = crate::codec::from_bytes(snapshot)?;
+        self.events.clear();
         Ok(())
+    }
+
+    fn take_watch_events(&mut self) -> Vec<WatchEvent> {
+        std::mem::take(&mut self.events)
     }
 }
 

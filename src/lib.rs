@@ -11,6 +11,7 @@
 //! - `raft`: the only module that knows openraft (types, storage and network adapters).
 //! - [`store`]: the durable log/vote store trait, on redb, with an in-memory twin.
 //! - [`codec`]: how commands become bytes (MessagePack by default, JSON).
+//! - [`watch`]: ordered, resumable streams of the KV service's changes.
 //! - [`error`]: the errors callers can act on.
 
 mod auth;
@@ -30,6 +31,7 @@ pub mod service;
 pub mod sim;
 pub mod store;
 pub mod transport;
+pub mod watch;
 
 pub use codec::Codec;
 pub use config::Config;

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Codec, Serializer};
+use crate::watch::WatchEvent;
 
 /// An error a service returns from `apply` or `query`. It travels back to the caller,
 /// across forwarding too, with its code intact.
@@ -71,6 +72,12 @@ pub trait Service: Send + Sync + 'static {
     fn snapshot(&self) -> Result<Vec<u8>, ServiceError>;
     /// Replaces the whole state with a snapshot's bytes.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
+    /// The watch events of the last `apply`, taken right after it (see [`crate::watch`]).
+    /// The KV service reports its puts and deletes; yours may report its own changes,
+    /// with its own name as the `map`. None by default.
+    fn take_watch_events(&mut self) -> Vec<WatchEvent> {
+        Vec::new()
+    }
 }
 
 /// A [`Service`] with its types erased to bytes, so the registry can hold many.
@@ -79,6 +86,7 @@ pub(crate) trait DynService: Send + Sync {
     fn query_bytes(&self, codec: Codec, query: &[u8]) -> Result<Vec<u8>, ServiceError>;
     fn snapshot_bytes(&self) -> Result<Vec<u8>, ServiceError>;
     fn restore_bytes(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
+    fn take_events(&mut self) -> Vec<WatchEvent>;
 }
 
 impl<S: Service> DynService for S {
@@ -101,6 +109,9 @@ impl<S: Service> DynService for S {
     }
     fn restore_bytes(&mut self, snapshot: &[u8]) -> Result<(), ServiceError> {
         self.restore(snapshot)
+    }
+    fn take_events(&mut self) -> Vec<WatchEvent> {
+        self.take_watch_events()
     }
 }
 
@@ -134,6 +145,11 @@ impl Registry {
                 format!("no service named '{name}' is registered"),
             )),
         }
+    }
+
+    /// The watch events of the service's last apply.
+    pub fn take_watch_events(&mut self, name: &str) -> Vec<WatchEvent> {
+        self.services.get_mut(name).map(|s| s.take_events()).unwrap_or_default()
     }
 
     pub fn query(&self, codec: Codec, name: &str, query: &[u8]) -> Result<Vec<u8>, ServiceError> {

@@ -21,6 +21,7 @@ mod identity;
 mod interleavings;
 pub mod roles;
 pub(crate) mod status;
+mod watching;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -239,7 +240,11 @@ impl NodeBuilder {
             Some(s) => s,
             None => Arc::new(FileSnapshotStore::new(data_dir.join("snapshots"))?),
         };
-        let sm = StateMachine::open(self.registry, config.codec, snapshots)?;
+        let watch_limits = crate::watch::Limits {
+            events: config.watch_history,
+            bytes: config.watch_history_bytes,
+        };
+        let sm = StateMachine::open(self.registry, config.codec, snapshots, watch_limits)?;
         let state = sm.shared();
         let token = crate::auth::ClusterToken::new(config.cluster_token.as_deref()).map_err(|problem| {
             crate::config::ConfigError {

@@ -491,6 +491,7 @@ mod tests {
                 Registry::default(),
                 Codec::MsgPack,
                 Arc::new(MemSnapshotStore::default()),
+                Default::default(),
             )
             .unwrap();
             Ok((dir, log, sm))

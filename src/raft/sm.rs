@@ -17,6 +17,7 @@ use super::{wire, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, Typ
 use crate::codec::Codec;
 use crate::service::{ApplyContext, Registry, ServiceError};
 use crate::store::SnapshotStore;
+use crate::watch::WatchHub;
 
 const MAGIC: &[u8; 8] = b"BRAFTSNP";
 const FORMAT_V1: u32 = 1;
@@ -81,6 +82,8 @@ pub struct StateHash {
 pub struct SharedState {
     state: RwLock<Applied>,
     pub codec: Codec,
+    /// The recent events of the applied log, for watchers.
+    pub(crate) watch: Arc<WatchHub>,
 }
 
 impl SharedState {
@@ -129,7 +132,12 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Builds the state machine over `registry`, restoring the latest snapshot if any.
-    pub fn open(registry: Registry, codec: Codec, snapshots: Arc<dyn SnapshotStore>) -> io::Result<Self> {
+    pub fn open(
+        registry: Registry,
+        codec: Codec,
+        snapshots: Arc<dyn SnapshotStore>,
+        watch_limits: crate::watch::Limits,
+    ) -> io::Result<Self> {
         let mut applied = Applied {
             last_applied: None,
             membership: StoredMembership::default(),
@@ -140,10 +148,12 @@ impl StateMachine {
             restore_into(&mut applied, &body)?;
             tracing::info!(last_applied = ?applied.last_applied, "restored snapshot");
         }
+        let watch = Arc::new(WatchHub::new(applied.last_applied.map_or(0, |l| l.index), watch_limits));
         Ok(Self {
             shared: Arc::new(SharedState {
                 state: RwLock::new(applied),
                 codec,
+                watch,
             }),
             snapshots,
         })
@@ -212,22 +222,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = {
                 let mut g = self.shared.write();
                 g.last_applied = Some(entry.log_id);
-                match entry.payload {
+                let index = entry.log_id.index;
+                // Events are published under the state lock: whoever reads the state at
+                // version V and then watches from V + 1 misses nothing.
+                let mut events = Vec::new();
+                let response = match entry.payload {
                     EntryPayload::Blank => Response::Ok(Vec::new()),
                     EntryPayload::Normal(req) => {
-                        let ctx = ApplyContext {
-                            index: entry.log_id.index,
-                        };
-                        match g.registry.apply(codec, &req.service, ctx, &req.payload) {
+                        let ctx = ApplyContext { index };
+                        let r = match g.registry.apply(codec, &req.service, ctx, &req.payload) {
                             Ok(out) => Response::Ok(out),
                             Err(e) => Response::Err(e),
-                        }
+                        };
+                        events = g.registry.take_watch_events(&req.service);
+                        r
                     }
                     EntryPayload::Membership(m) => {
                         g.membership = StoredMembership::new(Some(entry.log_id), m);
                         Response::Ok(Vec::new())
                     }
-                }
+                };
+                self.shared.watch.publish(index, events);
+                response
             };
             if let Some(r) = responder {
                 r.send(response);
@@ -276,6 +292,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         {
             let mut g = self.shared.write();
             restore_into(&mut g, &body)?;
+            // The events between the old state and the snapshot are unknown here.
+            self.shared.watch.reset(meta.last_log_id.map_or(0, |l| l.index));
         }
         let store = self.snapshots.clone();
         let index = meta.last_log_id.map_or(0, |l| l.index);

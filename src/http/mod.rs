@@ -1,4 +1,5 @@
-//! The HTTP API on HPORT (axum): the clean `/v1/kv` routes, braft's `/kv` and `/raft`,
+//! The HTTP API on HPORT (axum): the clean `/v1/kv` routes (with Consul-style blocking
+//! reads), `/v1/watch` (Server-Sent Events, in `watch.rs`), braft's `/kv` and `/raft`,
 //! and `/health` and `/ready` for probes.
 //!
 //! Every error is `{"error": "<what was wrong>", "code": "<machine code>"}` with a fitting
@@ -13,6 +14,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+mod watch;
+
+use std::time::Duration;
+
 use crate::error::Error;
 use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
 use crate::node::{Consistency, Node};
@@ -22,6 +27,8 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// The default and the largest `limit` of a key listing.
 const LIST_DEFAULT: usize = 1000;
 const LIST_MAX: usize = 10_000;
+/// The longest (and default) `wait` of a blocking read.
+const WAIT_MAX: Duration = Duration::from_secs(300);
 
 /// An error answer.
 #[derive(Debug)]
@@ -185,13 +192,34 @@ pub fn router(node: Node) -> Router {
             "/kv",
             get(compat_get).post(compat_post).put(compat_post).delete(compat_delete),
         )
+        .route("/v1/watch", get(watch::watch))
         .route("/raft", get(raft_status))
         .route("/v1/cluster/autopilot", get(autopilot))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(node.clone(), applied_index_header))
         .with_state(node)
 }
+
+/// Every `/v1/kv` answer, a 404 included, carries `X-Braft-Index`: the applied index, so a
+/// client can start a blocking read on a key that does not exist yet. (A handler that
+/// read a newer version through the leader has set it already.)
+async fn applied_index_header(
+    State(node): State<Node>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let kv = req.uri().path().starts_with("/v1/kv");
+    let mut resp = next.run(req).await;
+    if kv && !resp.headers().contains_key(INDEX_HEADER) {
+        resp.headers_mut()
+            .insert(INDEX_HEADER, HeaderValue::from(node.applied_index()));
+    }
+    resp
+}
+
+const INDEX_HEADER: &str = "x-braft-index";
 
 /// Serves until the node shuts down, then finishes in-flight requests.
 pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_routes: Router) {
@@ -312,16 +340,49 @@ async fn put_key(
     }
 }
 
+/// `GET /v1/kv/{key}`; with `?index=N`, a Consul-style blocking read: it answers once
+/// the key's version is above N (created, changed or deleted since), or when `wait`
+/// (default and most: 5 min) runs out, whichever is first.
 async fn get_key(State(node): State<Node>, Key(key): Key, q: Params) -> ApiResult<Response> {
     check_key(&key)?;
+    if let Some(other) = q.names().find(|k| !["consistency", "index", "wait"].contains(k)) {
+        return Err(ApiError::bad("bad_parameter", format!("unknown parameter '{other}'")));
+    }
     let consistency = parse_consistency(&q)?;
+    let index = match q.get("index")? {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad("bad_parameter", format!("index '{v}' is not a non-negative integer")))?,
+        ),
+    };
+    let wait = match q.get("wait")? {
+        None => WAIT_MAX,
+        Some(w) => crate::config::parse_duration(w)
+            .map_err(|e| ApiError::bad("bad_parameter", format!("wait: {e}")))?
+            .min(WAIT_MAX),
+    };
     let query = KvQuery::Get {
         map: String::new(),
         key: key.clone(),
     };
-    match node.read::<KvService>(query, consistency).await? {
-        KvQueryOutput::Value(Some(v)) => {
+    let mut value = read_value_of(&node, &query, consistency).await?;
+    if let Some(index) = index {
+        // Watch from index + 1 *before* judging the read: a change that lands after the
+        // read is in the history the watcher scans.
+        let mut watcher = node.watcher("", &key, Some(index + 1));
+        if value.as_ref().map_or(0, |v| v.version) <= index && wait_for_change(&mut watcher, &key, wait).await {
+            value = read_value_of(&node, &query, consistency).await?;
+        }
+    }
+    let index_header = |resp: &mut Response, version: u64| {
+        let index = node.applied_index().max(version);
+        resp.headers_mut().insert(INDEX_HEADER, HeaderValue::from(index));
+    };
+    match value {
+        Some(v) => {
             let mut resp = Response::new(Body::from(v.value));
+            index_header(&mut resp, v.version);
             resp.headers_mut()
                 .insert("X-Braft-Version", HeaderValue::from(v.version));
             resp.headers_mut().insert(
@@ -330,16 +391,40 @@ async fn get_key(State(node): State<Node>, Key(key): Key, q: Params) -> ApiResul
             );
             Ok(resp)
         }
-        KvQueryOutput::Value(None) => Err(ApiError::new(
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("key '{key}' not found"),
         )),
+    }
+}
+
+async fn read_value_of(
+    node: &Node,
+    query: &KvQuery,
+    consistency: Consistency,
+) -> ApiResult<Option<crate::kv::Versioned>> {
+    match node.read::<KvService>(query.clone(), consistency).await? {
+        KvQueryOutput::Value(v) => Ok(v),
         other => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             format!("unexpected {other:?}"),
         )),
+    }
+}
+
+/// Waits up to `wait` for a change to exactly `key`; true if one came (or the history
+/// can no longer say: the caller re-reads either way, as Consul allows).
+async fn wait_for_change(watcher: &mut crate::watch::Watcher, key: &str, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, watcher.next_batch()).await {
+            Err(_) => return false,
+            Ok(Err(_)) => return true,
+            Ok(Ok(batch)) if batch.iter().any(|e| e.key == key) => return true,
+            Ok(Ok(_)) => {}
+        }
     }
 }
 
