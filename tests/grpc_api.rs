@@ -24,6 +24,7 @@ async fn kv_service_put_get_delete() {
             value: b"1".to_vec(),
             prev_version: Some(0),
             prev_value: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -34,6 +35,7 @@ async fn kv_service_put_get_delete() {
             value: b"2".to_vec(),
             prev_version: Some(0),
             prev_value: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -43,6 +45,7 @@ async fn kv_service_put_get_delete() {
             .get(pb::GetRequest {
                 key: "g".into(),
                 consistency: consistency as i32,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -55,12 +58,16 @@ async fn kv_service_put_get_delete() {
         .get(pb::GetRequest {
             key: String::new(),
             consistency: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     let del = kv
-        .delete(pb::DeleteRequest { key: "g".into() })
+        .delete(pb::DeleteRequest {
+            key: "g".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -69,6 +76,7 @@ async fn kv_service_put_get_delete() {
         .get(pb::GetRequest {
             key: "g".into(),
             consistency: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -164,5 +172,163 @@ async fn peer_rpcs_require_the_cluster_token() {
     for n in raft_status["nodes"].as_array().unwrap() {
         assert!(n.get("error").is_none(), "{n}");
     }
+    c.shutdown().await;
+}
+
+/// `List` with a prefix and a limit, and braft's maps: a key in one map is invisible in
+/// another, and the default map is the one HTTP `/v1/kv` serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_maps() {
+    let _g = serial().await;
+    let c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    let mut kv = pb::kv_client::KvClient::new(c.grpc(0).await);
+    for (map, key) in [("", "a/1"), ("", "a/2"), ("", "b/1"), ("users", "a/9")] {
+        kv.put(pb::PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            map: map.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let list = |prefix: &str, limit: u32, map: &str| pb::ListRequest {
+        prefix: prefix.into(),
+        limit,
+        map: map.into(),
+        ..Default::default()
+    };
+    let keys = kv.list(list("a/", 0, "")).await.unwrap().into_inner().keys;
+    assert_eq!(keys, vec!["a/1", "a/2"]);
+    let keys = kv.list(list("", 2, "")).await.unwrap().into_inner().keys;
+    assert_eq!(keys, vec!["a/1", "a/2"]);
+    let keys = kv.list(list("a/", 0, "users")).await.unwrap().into_inner().keys;
+    assert_eq!(keys, vec!["a/9"]);
+    let bad = kv.list(list("", 10_001, "")).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    // The map keeps keys apart on reads too; HTTP sees the default map only.
+    let got = kv
+        .get(pb::GetRequest {
+            key: "a/9".into(),
+            map: "users".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.found);
+    assert_eq!(c.get(0, "a/9", "linearizable").await, None);
+    assert_eq!(c.get(0, "a/1", "linearizable").await.as_deref(), Some("v"));
+    c.shutdown().await;
+}
+
+/// `Watch` streams a prefix's puts and deletes in version order from a version, and a
+/// start older than the history ends with `compacted` and the oldest version held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_changes_and_reports_compaction() {
+    let _g = serial().await;
+    let c = Cluster::start(1, |cfg| cfg.watch_history = 5).await;
+    c.wait_leader(LIMIT).await;
+    let mut kv = pb::kv_client::KvClient::new(c.grpc(0).await);
+    let from = c.node(0).applied_index() + 1;
+    let mut stream = kv
+        .watch(pb::WatchRequest {
+            prefix: "w/".into(),
+            from_version: from,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v1 = c.put_ok(0, "w/a", "1").await;
+    c.put_ok(0, "other", "x").await;
+    let d = c.client.delete(c.url(0, "/v1/kv/w/a")).send().await.unwrap();
+    assert_eq!(d.status(), 200);
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let msg = stream.message().await.unwrap().expect("stream open");
+        events.extend(msg.events);
+    }
+    assert_eq!(events[0].kind, pb::event::Kind::Put as i32);
+    assert_eq!(
+        (events[0].key.as_str(), events[0].value.as_slice(), events[0].version),
+        ("w/a", &b"1"[..], v1)
+    );
+    assert_eq!(events[1].kind, pb::event::Kind::Delete as i32);
+    assert!(events[1].version > v1 + 1, "the put outside the prefix came between");
+
+    for i in 0..10 {
+        c.put_ok(0, &format!("w/{i}"), "v").await;
+    }
+    let mut old = kv
+        .watch(pb::WatchRequest {
+            from_version: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = old.message().await.unwrap().expect("one message");
+    assert!(msg.compacted);
+    assert_eq!(msg.oldest_version, c.node(0).watch_oldest());
+    assert!(old.message().await.unwrap().is_none(), "then the stream ends");
+    c.shutdown().await;
+}
+
+/// A client nobody here wrote — Python's official grpcio with grpcio-reflection, which
+/// speaks only reflection v1alpha — discovers `braft.v1.Kv` by reflection and calls it.
+/// Needs scripts/py-env.sh (scripts/test.sh runs it and sets BRAFT_REQUIRE_PY=1, which
+/// turns a missing environment into a failure instead of a skip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_discovers_kv_by_reflection_v1alpha() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("BRAFT_REQUIRE_PY").is_none(),
+            "BRAFT_REQUIRE_PY is set but {} is missing (run scripts/py-env.sh)",
+            python.display()
+        );
+        eprintln!("skipping: no {} (run scripts/py-env.sh)", python.display());
+        return;
+    }
+    let _g = serial().await;
+    let c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/reflect_kv.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .arg(c.members[0].rpc.to_string())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services: Vec<&str> = found["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(services.contains(&"braft.v1.Kv"), "{found}");
+    for m in ["Put", "Get", "Delete", "List", "Watch"] {
+        assert!(
+            found["kv_methods"].as_array().unwrap().iter().any(|x| x == m),
+            "{m}: {found}"
+        );
+    }
+    assert_eq!(found["found"], true);
+    assert_eq!(found["value"], "from python");
+    assert_eq!(found["version"], found["put_version"]);
+    assert_eq!(found["keys"], serde_json::json!(["py/hello"]));
+    // And the write is real: HTTP reads it back.
+    assert_eq!(
+        c.get(0, "py/hello", "linearizable").await.as_deref(),
+        Some("from python")
+    );
     c.shutdown().await;
 }

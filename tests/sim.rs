@@ -270,6 +270,7 @@ async fn sim_client(client: u64, seed: u64, stop: Duration, history: Arc<Mutex<V
                     kv.get(GetRequest {
                         key: key.clone(),
                         consistency: 0,
+                        ..Default::default()
                     }),
                 )
                 .await;
@@ -296,6 +297,7 @@ async fn sim_client(client: u64, seed: u64, stop: Duration, history: Arc<Mutex<V
                             value: value.clone().into_bytes(),
                             prev_version: None,
                             prev_value: None,
+                            ..Default::default()
                         },
                     )
                 } else {
@@ -311,6 +313,7 @@ async fn sim_client(client: u64, seed: u64, stop: Duration, history: Arc<Mutex<V
                             value: value.clone().into_bytes(),
                             prev_version: expect.is_none().then_some(0),
                             prev_value: expect.map(String::into_bytes),
+                            ..Default::default()
                         },
                     )
                 };
@@ -566,6 +569,7 @@ async fn verify_recovery(shared: Shared) -> Result<(), String> {
             value: b"done".to_vec(),
             prev_version: None,
             prev_value: None,
+            ..Default::default()
         };
         match clients[n % nodes()].put(put).await {
             Ok(_) => break,
@@ -582,6 +586,7 @@ async fn verify_recovery(shared: Shared) -> Result<(), String> {
                 let get = GetRequest {
                     key: key.into(),
                     consistency: 0,
+                    ..Default::default()
                 };
                 match kv.get(get).await {
                     Ok(r) => break r.into_inner(),
@@ -1263,6 +1268,7 @@ fn three_simulated_hosts_form_a_cluster_and_serve() {
                 value: b"v".to_vec(),
                 prev_version: None,
                 prev_value: None,
+                ..Default::default()
             };
             match first.put(put).await {
                 Ok(r) => break r.into_inner().version,
@@ -1275,6 +1281,7 @@ fn three_simulated_hosts_form_a_cluster_and_serve() {
                 .get(GetRequest {
                     key: "k".into(),
                     consistency: 0,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

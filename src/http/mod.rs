@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 mod watch;
+pub(crate) use watch::PROGRESS_EVERY;
 
 use std::time::Duration;
 

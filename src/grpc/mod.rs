@@ -1,13 +1,14 @@
 //! The gRPC servers on RPORT: the peer protocol (`braft.v1.Raft`), the public key-value
 //! API (`braft.v1.Kv`), server reflection, and any services the user added.
 
+mod kv;
+
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::auth::ClusterToken;
-use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
 use crate::node::forward::{ForwardRequest, HelloRequest, JoinRequest};
-use crate::node::{Consistency, Node};
+use crate::node::Node;
 use crate::pb;
 use crate::raft::network::{self, MAX_MESSAGE_BYTES};
 use crate::raft::wire;
@@ -25,24 +26,27 @@ pub(crate) async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // Every peer RPC must carry the cluster token (when one is configured).
     let raft = tonic::service::interceptor::InterceptedService::new(raft, token.checker());
-    let kv = pb::kv_server::KvServer::new(KvGrpc { node: node.clone() })
+    let kv = pb::kv_server::KvServer::new(kv::KvGrpc::new(node.clone()))
         .max_decoding_message_size(node.config().max_value_bytes + 64 * 1024);
-    let reflection = node.config().grpc_reflection.then(|| {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-    });
-    let reflection = match reflection {
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => {
-            tracing::warn!("gRPC reflection disabled: {e}");
-            None
+    // Both reflection protocols: v1 for current tools, v1alpha for Python's
+    // grpcio-reflection, older grpcurl, grpcui and Postman, which speak only that.
+    let reflection = if node.config().grpc_reflection {
+        let builder = || {
+            tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        };
+        match (builder().build_v1(), builder().build_v1alpha()) {
+            (Ok(v1), Ok(v1alpha)) => Some((v1, v1alpha)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("gRPC reflection disabled: {e}");
+                None
+            }
         }
-        None => None,
+    } else {
+        None
     };
     let mut routes = user_routes.add_service(raft).add_service(kv);
-    if let Some(r) = reflection {
-        routes = routes.add_service(r);
+    if let Some((v1, v1alpha)) = reflection {
+        routes = routes.add_service(v1).add_service(v1alpha);
     }
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
@@ -161,98 +165,5 @@ impl pb::raft_server::Raft for PeerService {
         _req: Request<pb::GetDetailsRequest>,
     ) -> Result<Response<pb::GetDetailsResponse>, Status> {
         Ok(Response::new(self.node.details().await))
-    }
-}
-
-/// `braft.v1.Kv`: the same semantics as HTTP `/v1/kv`.
-struct KvGrpc {
-    node: Node,
-}
-
-fn to_status(e: crate::Error) -> Status {
-    use crate::Error as E;
-    match e {
-        E::BadRequest(m) => Status::invalid_argument(m),
-        E::Service(s) => Status::failed_precondition(s.to_string()),
-        E::Unavailable { .. } | E::ShuttingDown => Status::unavailable(e.to_string()),
-        E::Indeterminate { .. } => Status::deadline_exceeded(e.to_string()),
-        other => Status::internal(other.to_string()),
-    }
-}
-
-impl KvGrpc {
-    fn check_key(&self, key: &str) -> Result<(), Status> {
-        crate::http::validate_key(key).map_err(Status::invalid_argument)
-    }
-}
-
-#[tonic::async_trait]
-impl pb::kv_server::Kv for KvGrpc {
-    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let r = req.into_inner();
-        self.check_key(&r.key)?;
-        if r.value.len() > self.node.config().max_value_bytes {
-            return Err(Status::invalid_argument(format!(
-                "value of {} bytes exceeds BRAFT_MAX_VALUE_BYTES ({})",
-                r.value.len(),
-                self.node.config().max_value_bytes
-            )));
-        }
-        let precondition = match (r.prev_version, r.prev_value) {
-            (Some(_), Some(_)) => return Err(Status::invalid_argument("give prev_version or prev_value, not both")),
-            (Some(v), None) => Some(Precondition::Version(v)),
-            (None, Some(v)) => Some(Precondition::Value(v)),
-            (None, None) => None,
-        };
-        let cmd = KvCommand::Put {
-            map: String::new(),
-            key: r.key,
-            value: r.value,
-            precondition,
-        };
-        match self.node.write::<KvService>(cmd).await.map_err(to_status)? {
-            KvOutput::Put { version } => Ok(Response::new(pb::PutResponse { version })),
-            KvOutput::CompareFailed { current_version } => Err(Status::failed_precondition(format!(
-                "compare failed; current version {current_version}"
-            ))),
-            other => Err(Status::internal(format!("unexpected output {other:?}"))),
-        }
-    }
-
-    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let r = req.into_inner();
-        self.check_key(&r.key)?;
-        let consistency = match pb::Consistency::try_from(r.consistency) {
-            Ok(pb::Consistency::Linearizable) => Consistency::Linearizable,
-            Ok(pb::Consistency::Lease) => Consistency::Lease,
-            Ok(pb::Consistency::Stale) => Consistency::Stale,
-            Err(_) => return Err(Status::invalid_argument("unknown consistency")),
-        };
-        let q = KvQuery::Get {
-            map: String::new(),
-            key: r.key,
-        };
-        match self.node.read::<KvService>(q, consistency).await.map_err(to_status)? {
-            KvQueryOutput::Value(Some(v)) => Ok(Response::new(pb::GetResponse {
-                found: true,
-                value: v.value,
-                version: v.version,
-            })),
-            KvQueryOutput::Value(None) => Ok(Response::new(pb::GetResponse::default())),
-            other => Err(Status::internal(format!("unexpected output {other:?}"))),
-        }
-    }
-
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        let r = req.into_inner();
-        self.check_key(&r.key)?;
-        let cmd = KvCommand::Delete {
-            map: String::new(),
-            key: r.key,
-        };
-        match self.node.write::<KvService>(cmd).await.map_err(to_status)? {
-            KvOutput::Deleted { version, existed } => Ok(Response::new(pb::DeleteResponse { version, existed })),
-            other => Err(Status::internal(format!("unexpected output {other:?}"))),
-        }
     }
 }

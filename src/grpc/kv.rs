@@ -1,0 +1,199 @@
+//! `braft.v1.Kv`: the public key-value API over gRPC, with the semantics of HTTP `/v1/kv`
+//! and `/v1/watch`, plus braft's maps.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
+use crate::node::{Consistency, Node};
+use crate::pb;
+use crate::watch::{EventKind, WatchError, Watcher};
+
+/// The default and the largest `limit` of a listing (as on HTTP).
+const LIST_DEFAULT: u32 = 1000;
+const LIST_MAX: u32 = 10_000;
+
+pub(super) struct KvGrpc {
+    node: Node,
+}
+
+impl KvGrpc {
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+}
+
+fn to_status(e: crate::Error) -> Status {
+    use crate::Error as E;
+    match e {
+        E::BadRequest(m) => Status::invalid_argument(m),
+        E::Service(s) => Status::failed_precondition(s.to_string()),
+        E::Unavailable { .. } | E::ShuttingDown => Status::unavailable(e.to_string()),
+        E::Indeterminate { .. } => Status::deadline_exceeded(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Status> {
+    crate::http::validate_key(key).map_err(Status::invalid_argument)
+}
+
+fn consistency(c: i32) -> Result<Consistency, Status> {
+    match pb::Consistency::try_from(c) {
+        Ok(pb::Consistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(pb::Consistency::Lease) => Ok(Consistency::Lease),
+        Ok(pb::Consistency::Stale) => Ok(Consistency::Stale),
+        Err(_) => Err(Status::invalid_argument("unknown consistency")),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvGrpc {
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let r = req.into_inner();
+        check_key(&r.key)?;
+        if r.value.len() > self.node.config().max_value_bytes {
+            return Err(Status::invalid_argument(format!(
+                "value of {} bytes exceeds BRAFT_MAX_VALUE_BYTES ({})",
+                r.value.len(),
+                self.node.config().max_value_bytes
+            )));
+        }
+        let precondition = match (r.prev_version, r.prev_value) {
+            (Some(_), Some(_)) => return Err(Status::invalid_argument("give prev_version or prev_value, not both")),
+            (Some(v), None) => Some(Precondition::Version(v)),
+            (None, Some(v)) => Some(Precondition::Value(v)),
+            (None, None) => None,
+        };
+        let cmd = KvCommand::Put {
+            map: r.map,
+            key: r.key,
+            value: r.value,
+            precondition,
+        };
+        match self.node.write::<KvService>(cmd).await.map_err(to_status)? {
+            KvOutput::Put { version } => Ok(Response::new(pb::PutResponse { version })),
+            KvOutput::CompareFailed { current_version } => Err(Status::failed_precondition(format!(
+                "compare failed; current version {current_version}"
+            ))),
+            other => Err(Status::internal(format!("unexpected output {other:?}"))),
+        }
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let r = req.into_inner();
+        check_key(&r.key)?;
+        let q = KvQuery::Get { map: r.map, key: r.key };
+        match self
+            .node
+            .read::<KvService>(q, consistency(r.consistency)?)
+            .await
+            .map_err(to_status)?
+        {
+            KvQueryOutput::Value(Some(v)) => Ok(Response::new(pb::GetResponse {
+                found: true,
+                value: v.value,
+                version: v.version,
+            })),
+            KvQueryOutput::Value(None) => Ok(Response::new(pb::GetResponse::default())),
+            other => Err(Status::internal(format!("unexpected output {other:?}"))),
+        }
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        check_key(&r.key)?;
+        let cmd = KvCommand::Delete { map: r.map, key: r.key };
+        match self.node.write::<KvService>(cmd).await.map_err(to_status)? {
+            KvOutput::Deleted { version, existed } => Ok(Response::new(pb::DeleteResponse { version, existed })),
+            other => Err(Status::internal(format!("unexpected output {other:?}"))),
+        }
+    }
+
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => LIST_DEFAULT,
+            n if n <= LIST_MAX => n,
+            n => return Err(Status::invalid_argument(format!("limit {n} must be 1..{LIST_MAX}"))),
+        };
+        let q = KvQuery::List {
+            map: r.map,
+            prefix: r.prefix,
+            limit: limit as usize,
+        };
+        match self
+            .node
+            .read::<KvService>(q, consistency(r.consistency)?)
+            .await
+            .map_err(to_status)?
+        {
+            KvQueryOutput::Keys(keys) => Ok(Response::new(pb::ListResponse { keys })),
+            other => Err(Status::internal(format!("unexpected output {other:?}"))),
+        }
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let r = req.into_inner();
+        let from = (r.from_version > 0).then_some(r.from_version);
+        let watcher = self.node.watcher(&r.map, &r.prefix, from);
+        let stream = futures::stream::unfold((watcher, false), |(mut w, done)| async move {
+            if done {
+                return None;
+            }
+            let (msg, done) = next_message(&mut w).await?;
+            Some((Ok(msg), (w, done)))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The next message of a watch, and whether the stream ends after it; `None` when it
+/// ends now (the node is shutting down).
+async fn next_message(w: &mut Watcher) -> Option<(pb::WatchResponse, bool)> {
+    match tokio::time::timeout(crate::http::PROGRESS_EVERY, w.next_batch()).await {
+        Ok(Ok(batch)) => {
+            let events = batch
+                .into_iter()
+                .map(|e| pb::Event {
+                    kind: match e.kind {
+                        EventKind::Put => pb::event::Kind::Put,
+                        EventKind::Delete => pb::event::Kind::Delete,
+                    } as i32,
+                    key: e.key,
+                    value: e.value.map(|v| v.to_vec()).unwrap_or_default(),
+                    version: e.version,
+                })
+                .collect();
+            Some((
+                pb::WatchResponse {
+                    events,
+                    ..Default::default()
+                },
+                false,
+            ))
+        }
+        Ok(Err(WatchError::Compacted { oldest })) => Some((
+            pb::WatchResponse {
+                compacted: true,
+                oldest_version: oldest,
+                ..Default::default()
+            },
+            true,
+        )),
+        Ok(Err(WatchError::Closed)) => None,
+        Err(_) => Some((
+            pb::WatchResponse {
+                progress_version: w.progress(),
+                ..Default::default()
+            },
+            false,
+        )),
+    }
+}
