@@ -133,7 +133,11 @@ fn normalize_peer(item: &str) -> Result<String, String> {
             let port = parse_port(port).map_err(|e| format!("'{item}': {e}"))?;
             Ok(format!("{host}:{port}"))
         }
-        Some(_) => Err(format!("'{item}': missing host")),
+        // braft's `:15000`: this node's own address, filled in at start.
+        Some((_, port)) => {
+            let port = parse_port(port).map_err(|e| format!("'{item}': {e}"))?;
+            Ok(format!(":{port}"))
+        }
         None => Ok(format!("{item}:{DEFAULT_RPORT}")),
     }
 }
@@ -253,6 +257,9 @@ pub struct Config {
     pub max_trailing_logs: u64,
     /// ...and only after it has been healthy this long (`BRAFT_STABILIZATION`).
     pub stabilization_ms: u64,
+    /// The work distributor counts a node unhealthy, and moves its items away, once it has
+    /// not acknowledged the leader for this long (`BRAFT_DISTRIBUTE_GRACE`).
+    pub distribute_grace_ms: u64,
     /// The most voters autopilot keeps; an odd number (`BRAFT_MAX_VOTERS`).
     pub max_voters: usize,
     /// A node that has not acknowledged the leader for this long is removed
@@ -302,6 +309,7 @@ impl Default for Config {
             dns_server: None,
             max_trailing_logs: 250,
             stabilization_ms: 10_000,
+            distribute_grace_ms: 10_000,
             max_voters: 5,
             dead_node_timeout_ms: 60_000,
             min_quorum: 3,
@@ -616,6 +624,16 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "distribute_grace",
+        env: "BRAFT_DISTRIBUTE_GRACE",
+        alias: None,
+        help: "the work distributor moves a node's items away after it is silent this long (default 10s)",
+        apply: |c, v| {
+            c.distribute_grace_ms = parse_duration(v)?.as_millis() as u64;
+            Ok(())
+        },
+    },
+    Setting {
         key: "stabilization",
         env: "BRAFT_STABILIZATION",
         alias: None,
@@ -825,6 +843,15 @@ impl Config {
                 ),
             ));
         }
+        if self.distribute_grace_ms < self.election_timeout_ms || self.distribute_grace_ms > 3_600_000 {
+            return Err(ConfigError::new(
+                "BRAFT_DISTRIBUTE_GRACE",
+                format!(
+                    "{} ms must be at least BRAFT_ELECTION_TIMEOUT_MS ({}) and at most 1h",
+                    self.distribute_grace_ms, self.election_timeout_ms
+                ),
+            ));
+        }
         if self.stabilization_ms > 3_600_000 {
             return Err(ConfigError::new("BRAFT_STABILIZATION", "allowed: at most 1h"));
         }
@@ -835,6 +862,21 @@ impl Config {
             return Err(ConfigError::new("BRAFT_SLEEP", "allowed: at most 1h"));
         }
         Ok(())
+    }
+
+    /// The static peer list with host-less entries (braft's `:15000`) given this node's
+    /// advertised address, as braft does.
+    pub fn resolved_static_peers(&self) -> Vec<String> {
+        let ip = self.advertised_ip();
+        self.static_peers()
+            .iter()
+            .map(
+                |p| match p.strip_prefix(':').and_then(|port| port.parse::<u16>().ok()) {
+                    Some(port) => std::net::SocketAddr::new(ip, port).to_string(),
+                    None => p.clone(),
+                },
+            )
+            .collect()
     }
 
     /// The static peer list (empty for the other discovery methods).
@@ -1007,6 +1049,7 @@ mod tests {
         assert_eq!(bad(|c| c.node_id = Some(0)), "BRAFT_NODE_ID");
         assert_eq!(bad(|c| c.max_value_bytes = 0), "BRAFT_MAX_VALUE_BYTES");
         assert_eq!(bad(|c| c.watch_history = 0), "BRAFT_WATCH_HISTORY");
+        assert_eq!(bad(|c| c.distribute_grace_ms = 10), "BRAFT_DISTRIBUTE_GRACE");
         assert_eq!(bad(|c| c.watch_history_bytes = 1000), "BRAFT_WATCH_HISTORY_BYTES");
         assert_eq!(bad(|c| c.max_voters = 4), "BRAFT_MAX_VOTERS");
         assert_eq!(bad(|c| c.min_quorum = 7), "BRAFT_MIN_QUORUM");
@@ -1046,6 +1089,20 @@ mod tests {
         c.apply_env(&env(&[("BDI", "a:1,b:1")])).unwrap();
         assert_eq!(c.describe_discovery(), "static://a:1,b:1");
         assert_eq!(c.expected_bootstrap(), 2);
+    }
+
+    /// braft's host-less entries (`BDI=:15000,:16000`) mean this node's own address.
+    #[test]
+    fn hostless_static_entries_mean_this_node() {
+        let mut c = Config::default();
+        c.apply_env(&env(&[("BDI", ":15000,:16000,10.0.0.9:15000"), ("BIP", "10.0.0.5")]))
+            .unwrap();
+        assert_eq!(c.static_peers(), [":15000", ":16000", "10.0.0.9:15000"]);
+        assert_eq!(
+            c.resolved_static_peers(),
+            ["10.0.0.5:15000", "10.0.0.5:16000", "10.0.0.9:15000"]
+        );
+        assert!(c.apply_env(&env(&[("BDI", ":0")])).is_err());
     }
 
     /// A TOML file gives the same keys; unknown keys are refused.

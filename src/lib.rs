@@ -5,6 +5,7 @@
 //! - [`node`]: [`Node`] and its builder — start, write, read, forward, shut down.
 //! - [`service`]: the [`Service`] trait, the user's state machine, and the routing registry.
 //! - [`kv`]: [`KvService`], the built-in key-value map service.
+//! - [`distribute`]: the built-in work distributor, balanced, sticky and replicated.
 //! - [`config`]: [`Config`], its defaults, its `BRAFT_*` environment variables and `validate()`.
 //! - [`http`]: the HTTP API (`/v1/kv`, braft's `/kv` and `/raft`, `/health`, `/ready`).
 //! - `grpc`: the gRPC servers (peer protocol, public `braft.v1.Kv`).
@@ -18,6 +19,7 @@ mod auth;
 pub mod codec;
 pub mod config;
 pub mod discovery;
+pub mod distribute;
 pub mod error;
 mod grpc;
 pub mod http;

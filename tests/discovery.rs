@@ -386,3 +386,74 @@ async fn three_nodes_form_one_cluster_by_mdns_alone() {
     }
     c.shutdown().await;
 }
+
+/// braft's static-list habits: a host-less entry (`:PORT`) means this node's own address,
+/// so a node listed that way finds itself and forms; and a list that names the Go
+/// braft's discovery port (RPORT+1) of a peer that answers one port lower earns a
+/// warning that says so, instead of a silent wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostless_entries_and_the_go_braft_port_hint() {
+    let _g = serial().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let start = |dir: std::path::PathBuf, list: Vec<String>, r: tokio::net::TcpListener, h| {
+        braft::Node::builder()
+            .config(braft::Config::default())
+            .configure(move |c| {
+                test_config(c);
+                c.ip = Some(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
+                c.discovery = Method::parse(&list.join(",")).unwrap();
+                c.data_dir = Some(dir);
+            })
+            .service(braft::KvService::default())
+            .rpc_listener(r)
+            .http_listener(h)
+            .start()
+    };
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    // A: listed host-less, as braft's `BDI=:15000` — it finds itself and leads.
+    // Hold A's RPORT+1 while the other listeners are bound, so that nothing answers there.
+    let (ra, guard) = loop {
+        let r = bind().await.unwrap();
+        let next = r.local_addr().unwrap().port() + 1;
+        if let Ok(g) = tokio::net::TcpListener::bind(("127.0.0.1", next)).await {
+            break (r, g);
+        }
+    };
+    let ha = bind().await.unwrap();
+    let (rb, hb) = (bind().await.unwrap(), bind().await.unwrap());
+    drop(guard);
+    let a_port = ra.local_addr().unwrap().port();
+    let a = start(tmp.path().join("a"), vec![format!(":{a_port}")], ra, ha)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.is_leader() {
+        assert!(Instant::now() < deadline, "a node listed host-less formed its cluster");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.config().resolved_static_peers(), vec![format!("127.0.0.1:{a_port}")]);
+
+    // B lists A's RPORT+1, as a Go braft user would.
+    let wrong = format!("127.0.0.1:{}", a_port + 1);
+    let b_port = rb.local_addr().unwrap().port();
+    let b = start(tmp.path().join("b"), vec![wrong.clone(), format!(":{b_port}")], rb, hb)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let hint = loop {
+        if let Some(w) = b.discovery_warnings().into_iter().next() {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no hint about the port");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        hint.contains(&format!("did you mean 127.0.0.1:{a_port}?")) && hint.contains(&wrong),
+        "{hint}"
+    );
+    // Said once, however often formation probes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.discovery_warnings().len(), 1);
+    b.shutdown().await;
+    a.shutdown().await;
+}

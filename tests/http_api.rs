@@ -76,7 +76,12 @@ async fn bad_input_is_rejected_cleanly_and_changes_nothing() {
         ),
         ("absent key", http.get(c.url(0, "/v1/kv/absent")), 404, "not_found"),
         ("unknown route", http.get(c.url(0, "/v2/nothing")), 404, "not_found"),
-        ("compat without key", http.post(c.url(0, "/kv?map=m")), 400, "bad_key"),
+        (
+            "compat with an empty key",
+            http.post(c.url(0, "/kv?map=m&key=")),
+            400,
+            "bad_key",
+        ),
         (
             "key not UTF-8",
             http.put(c.url(0, "/v1/kv/%FF%FE")).body("x"),
@@ -179,23 +184,26 @@ async fn braft_compatible_routes() {
     for h in ["Braft-IP", "Braft-ID", "Braft-Host"] {
         assert!(r.headers().contains_key(h), "missing header {h}");
     }
-    let r = c.client.get(c.url(2, "/kv?map=users&key=ada")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "lovelace");
-    let (s, body) = json(c.client.get(c.url(0, "/kv?map=users")).send().await.unwrap()).await;
-    assert_eq!(s, 200);
-    assert_eq!(body["keys"], serde_json::json!(["ada"]));
+    // braft's GET /kv answers the value as JSON, and null when missing.
+    let (s, body) = json(c.client.get(c.url(2, "/kv?map=users&key=ada")).send().await.unwrap()).await;
+    assert_eq!((s, body), (200, serde_json::json!("lovelace")));
     let (s, _) = json(c.client.delete(c.url(0, "/kv?map=users&key=ada")).send().await.unwrap()).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        c.client
-            .get(c.url(2, "/kv?map=users&key=ada"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    let (s, body) = json(c.client.get(c.url(2, "/kv?map=users&key=ada")).send().await.unwrap()).await;
+    assert_eq!((s, body), (200, serde_json::Value::Null));
+    // Map and key default to `default`, as in braft's ServeKV; that map is braft's, not
+    // the one /v1/kv serves.
+    let r = c.client.post(c.url(0, "/kv?v=plain")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, body) = json(c.client.get(c.url(1, "/kv")).send().await.unwrap()).await;
+    assert_eq!((s, body), (200, serde_json::json!("plain")));
+    let (s, body) = json(c.client.get(c.url(1, "/kv?m=default&k=default")).send().await.unwrap()).await;
+    assert_eq!((s, body), (200, serde_json::json!("plain")));
+    assert_eq!(c.get(1, "default", "linearizable").await, None);
+    // Bytes that are not text stay readable raw on /v1/kv only.
+    c.client.post(c.url(0, "/kv?k=bin&v=%FF%FE")).send().await.unwrap();
+    let (s, body) = json(c.client.get(c.url(0, "/kv?k=bin")).send().await.unwrap()).await;
+    assert_eq!((s, body["code"].as_str()), (422, Some("not_text")));
 
     let (s, raft) = json(c.client.get(c.url(1, "/raft")).send().await.unwrap()).await;
     assert_eq!(s, 200);

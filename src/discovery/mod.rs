@@ -124,7 +124,7 @@ impl Discovery for StaticDiscovery {
 pub fn from_config(config: &Config) -> Result<Box<dyn Discovery>, DiscoveryError> {
     use crate::config::Discovery as D;
     Ok(match &config.discovery {
-        D::Static(peers) => Box::new(StaticDiscovery::new(peers.clone())),
+        D::Static(_) => Box::new(StaticDiscovery::new(config.resolved_static_peers())),
         D::Mdns(_) => Box::new(MdnsDiscovery::new(config.mdns_service_type())?),
         D::Dns { name, port } => Box::new(DnsDiscovery::new(
             name.clone(),

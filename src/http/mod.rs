@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+mod distribute;
 mod watch;
 pub(crate) use watch::PROGRESS_EVERY;
 
@@ -194,6 +195,8 @@ pub fn router(node: Node) -> Router {
             get(compat_get).post(compat_post).put(compat_post).delete(compat_delete),
         )
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/distribute/{key}", get(distribute::get).put(distribute::put))
+        .route("/distribute/{key}", get(distribute::compat_get))
         .route("/raft", get(raft_status))
         .route("/v1/cluster/autopilot", get(autopilot))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -498,55 +501,40 @@ fn braft_headers(node: &Node, mut resp: Response) -> Response {
     resp
 }
 
+/// braft's default map and key: `GET /kv` with neither reads key `default` of map
+/// `default`, as braft's `ServeKV` does.
+const BRAFT_DEFAULT: &str = "default";
+
+/// braft's map parameter, or its default.
+fn compat_map(q: &Params) -> ApiResult<String> {
+    Ok(param(q, "map", "m")?.unwrap_or_else(|| BRAFT_DEFAULT.to_string()))
+}
+
+/// braft's `GET /kv`: the value as JSON (`"v1"`, or `null` when missing). Unlike braft,
+/// the read honours `consistency` (linearizable by default) instead of reading stale.
+/// Raw bytes stay on `/v1/kv`; a value that is not text is a 422 pointing there.
 async fn compat_get(State(node): State<Node>, q: Params) -> ApiResult<Response> {
-    let map = param(&q, "map", "m")?.unwrap_or_default();
+    let map = compat_map(&q)?;
+    let key = param(&q, "key", "k")?.unwrap_or_else(|| BRAFT_DEFAULT.to_string());
+    check_key(&key)?;
     let consistency = parse_consistency(&q)?;
-    let resp = match param(&q, "key", "k")? {
-        Some(key) => {
-            check_key(&key)?;
-            let query = KvQuery::Get {
-                map: map.clone(),
-                key: key.clone(),
-            };
-            match node.read::<KvService>(query, consistency).await? {
-                KvQueryOutput::Value(Some(v)) => {
-                    let mut r = Response::new(Body::from(v.value));
-                    r.headers_mut().insert("X-Braft-Version", HeaderValue::from(v.version));
-                    r
-                }
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        format!("key '{key}' not found in map '{map}'"),
-                    ))
-                }
-            }
-        }
-        None => {
-            let query = KvQuery::List {
-                map,
-                prefix: String::new(),
-                limit: LIST_MAX,
-            };
-            match node.read::<KvService>(query, consistency).await? {
-                KvQueryOutput::Keys(keys) => Json(json!({ "keys": keys })).into_response(),
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "unexpected answer",
-                    ))
-                }
-            }
-        }
+    let query = KvQuery::Get { map, key: key.clone() };
+    let value = match read_value_of(&node, &query, consistency).await? {
+        Some(v) => serde_json::Value::String(String::from_utf8(v.value).map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_text",
+                format!("the value of '{key}' is not UTF-8 text; read its raw bytes from /v1/kv"),
+            )
+        })?),
+        None => serde_json::Value::Null,
     };
-    Ok(braft_headers(&node, resp))
+    Ok(braft_headers(&node, Json(value).into_response()))
 }
 
 async fn compat_post(State(node): State<Node>, q: Params, body: Body) -> ApiResult<Response> {
-    let map = param(&q, "map", "m")?.unwrap_or_default();
-    let key = param(&q, "key", "k")?.ok_or_else(|| ApiError::bad("bad_key", "missing key (key= or k=)"))?;
+    let map = compat_map(&q)?;
+    let key = param(&q, "key", "k")?.unwrap_or_else(|| BRAFT_DEFAULT.to_string());
     check_key(&key)?;
     let value = match q.bytes("value").or(q.bytes("v")) {
         Some(v) => v.to_vec(),
@@ -582,8 +570,8 @@ async fn compat_post(State(node): State<Node>, q: Params, body: Body) -> ApiResu
 }
 
 async fn compat_delete(State(node): State<Node>, q: Params) -> ApiResult<Response> {
-    let map = param(&q, "map", "m")?.unwrap_or_default();
-    let key = param(&q, "key", "k")?.ok_or_else(|| ApiError::bad("bad_key", "missing key (key= or k=)"))?;
+    let map = compat_map(&q)?;
+    let key = param(&q, "key", "k")?.unwrap_or_else(|| BRAFT_DEFAULT.to_string());
     check_key(&key)?;
     let cmd = KvCommand::Delete { map, key };
     match node.write::<KvService>(cmd).await? {

@@ -309,11 +309,64 @@ async fn hello(node: &Node, addr: &str) -> Option<HelloReply> {
         peer: node.peer().clone(),
     })
     .ok()?;
-    let resp = tokio::time::timeout(PROBE_TIMEOUT, client.hello(crate::pb::Opaque { data }))
-        .await
-        .ok()?
-        .ok()?;
+    let resp = match tokio::time::timeout(PROBE_TIMEOUT, client.hello(crate::pb::Opaque { data })).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(status)) if crate::transport::never_sent(&status) => {
+            Box::pin(hint_raft_port(node, addr)).await;
+            return None;
+        }
+        _ => return None,
+    };
     wire::decode(&resp.into_inner().data).ok()
+}
+
+/// The Go braft listed discovery ports (RPORT+1) in `BRAFT_DISCOVERY`; braft lists Raft
+/// ports. When a listed peer refuses connections but a braft node answers one port
+/// lower, say so once rather than wait in silence.
+async fn hint_raft_port(node: &Node, addr: &str) {
+    if !node.config().discovery.is_static() {
+        return;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return;
+    };
+    let Some(lower) = port
+        .parse::<u16>()
+        .ok()
+        .and_then(|p| p.checked_sub(1))
+        .filter(|p| *p > 0)
+    else {
+        return;
+    };
+    if node.discovery_warnings().iter().any(|w| w.contains(addr)) {
+        return;
+    }
+    let alt = format!("{host}:{lower}");
+    let Ok(mut client) = node.inner.pool.raft_client(&alt) else {
+        return;
+    };
+    let Ok(data) = wire::encode(&HelloRequest {
+        from: node.id(),
+        peer: node.peer().clone(),
+    }) else {
+        return;
+    };
+    let answered = matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, client.hello(crate::pb::Opaque { data })).await,
+        Ok(Ok(_))
+    );
+    if answered {
+        let warning = format!(
+            "braft lists raft ports; did you mean {alt}? {addr} in BRAFT_DISCOVERY refuses connections, \
+             and a braft node answers on {alt} (the Go braft listed discovery ports, RPORT+1)"
+        );
+        tracing::warn!("{warning}");
+        node.inner
+            .discovery_warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(warning);
+    }
 }
 
 async fn join(node: &Node, leader: &Peer) -> Result<(), String> {

@@ -182,6 +182,19 @@ async fn a_snapshot_older_than_the_followers_log_is_not_installed() {
     let (nodes, logs, _tmp) = cluster(1).await;
     let (leader, leader_log) = (&nodes[0], &logs[0]);
     wait_for("a leader", || leader.is_leader().then_some(())).await;
+    // The work distributor commits its node set once, early; let that be behind us so
+    // the leader's log ends where this test says.
+    wait_for("the distributor's node set", || {
+        let q = crate::codec::Codec::MsgPack
+            .encode(&crate::distribute::DistributeQuery::Nodes)
+            .ok()?;
+        let out = leader.inner.state.query("distribute", &q).ok()?;
+        match crate::codec::Codec::MsgPack.decode(&out).ok()? {
+            crate::distribute::DistributeQueryOutput::Nodes(n) if !n.is_empty() => Some(()),
+            _ => None,
+        }
+    })
+    .await;
     for k in ["a", "b", "c"] {
         assert!(matches!(
             leader.consensus().propose(put(k)).await,
@@ -210,6 +223,7 @@ async fn a_snapshot_older_than_the_followers_log_is_not_installed() {
 
     // The follower: a bare Raft core, fed the leader's RPCs by hand.
     let mut registry = Registry::default();
+    super::distribute::register(&mut registry);
     registry.register(KvService::default());
     let sm = StateMachine::open(
         registry,

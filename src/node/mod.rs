@@ -14,6 +14,7 @@
 //! gRPC, retrying with backoff through elections until the request timeout.
 
 pub mod autopilot;
+mod distribute;
 mod formation;
 pub(crate) mod forward;
 mod identity;
@@ -301,6 +302,7 @@ impl NodeBuilder {
             data_dir: data_dir.clone(),
             roles: roles_tx.clone(),
             biz_data: self.biz_data,
+            discovery_warnings: Mutex::new(Vec::new()),
         });
         let node = Node { inner };
         if node.inner.config.fault_stale_reads {
@@ -327,6 +329,7 @@ impl NodeBuilder {
         }
         tracing::info!(discovery = %node.inner.discovery.describe(), "discovery started");
         node.spawn(roles::watch_roles(node.clone(), roles_tx, self.role_hooks));
+        node.spawn(distribute::run(node.clone()));
         node.spawn(poll_discovery(node.clone()));
         node.spawn(formation::run(node.clone()));
         node.spawn(autopilot::run(node.clone()));
@@ -455,6 +458,8 @@ pub(crate) struct Inner {
     /// This node's latest role event.
     pub roles: watch::Sender<roles::RoleEvent>,
     pub biz_data: Option<status::BizData>,
+    /// Advice about the discovery settings, each given once (see `formation`).
+    pub discovery_warnings: Mutex<Vec<String>>,
 }
 
 /// A running braft node. Cheap to clone; clones share the node.
@@ -472,9 +477,11 @@ enum Attempt<T> {
 impl Node {
     /// A builder whose configuration starts from the `BRAFT_*` environment variables.
     pub fn builder() -> NodeBuilder {
+        let mut registry = Registry::default();
+        distribute::register(&mut registry);
         NodeBuilder {
             config: Config::from_env(),
-            registry: Registry::default(),
+            registry,
             duplicate_service: None,
             rpc_listener: None,
             http_listener: None,
@@ -577,6 +584,16 @@ impl Node {
     /// Whether formation has met a node that already belongs to a cluster.
     pub fn cluster_seen(&self) -> bool {
         self.inner.cluster_seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Advice about the discovery settings found while forming, e.g. a static list that
+    /// names the Go braft's discovery ports instead of Raft ports.
+    pub fn discovery_warnings(&self) -> Vec<String> {
+        self.inner
+            .discovery_warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The discovery method, in braft's URL-like form.
