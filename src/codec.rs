@@ -1,9 +1,13 @@
 //! How service commands, outputs and queries become bytes in the Raft log.
 //!
 //! MessagePack ([`MsgPack`], via rmp-serde) is the default: compact and fast. JSON ([`Json`])
-//! is the alternative when humans read the log. Every node of a cluster must use the same
-//! codec, since entries are decoded by whoever applies them; the choice is fixed per data
-//! directory by configuration (`BRAFT_CODEC`).
+//! is built in too, for when humans read the log. Your own format plugs in with
+//! [`crate::NodeBuilder::serializer`]: implement [`Serializer`] (it is object safe, through
+//! erased-serde, so a node can hold one chosen at run time). Every node of a cluster
+//! must use the same format, since entries are decoded by whoever applies them; the
+//! format's name is pinned in the data directory at first start.
+
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -12,17 +16,74 @@ use serde::Serialize;
 #[derive(Debug, thiserror::Error)]
 #[error("{codec} codec: {message}")]
 pub struct CodecError {
-    pub codec: &'static str,
+    pub codec: String,
     pub message: String,
 }
 
-/// The serializer trait. Implementations must be deterministic for a given value: the
-/// same command is encoded once and applied on every node.
+impl CodecError {
+    pub fn new(codec: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self {
+            codec: codec.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// What [`Serializer::decode`] hands its deserializer to: it builds the value.
+pub trait Visit {
+    fn visit(&mut self, de: &mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error>;
+}
+
+/// A serialization format for log entries. Implementations must be deterministic for a
+/// given value: a command is encoded once and applied on every node.
+///
+/// ```
+/// use braft::codec::{CodecError, Serializer, Visit};
+///
+/// /// JSON under another name: a user's own format.
+/// struct MyJson;
+/// impl Serializer for MyJson {
+///     fn name(&self) -> &str { "my-json" }
+///     fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {
+///         serde_json::to_vec(value).map_err(|e| CodecError::new("my-json", e))
+///     }
+///     fn decode(&self, bytes: &[u8], visit: &mut dyn Visit) -> Result<(), CodecError> {
+///         let mut de = serde_json::Deserializer::from_slice(bytes);
+///         visit
+///             .visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de))
+///             .map_err(|e| CodecError::new("my-json", e))
+///     }
+/// }
+/// let bytes = braft::codec::encode_with(&MyJson, &vec![1, 2]).unwrap();
+/// assert_eq!(braft::codec::decode_with::<Vec<u8>>(&MyJson, &bytes).unwrap(), vec![1, 2]);
+/// ```
 pub trait Serializer: Send + Sync + 'static {
-    /// A short stable name ("msgpack", "json").
-    fn name(&self) -> &'static str;
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError>;
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
+    /// A short stable name ("msgpack", "json"); pinned in the data directory.
+    fn name(&self) -> &str;
+    /// Serializes `value`.
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError>;
+    /// Deserializes `bytes` by handing this format's deserializer to `visit`.
+    fn decode(&self, bytes: &[u8], visit: &mut dyn Visit) -> Result<(), CodecError>;
+}
+
+/// Encodes a typed value with any [`Serializer`].
+pub fn encode_with<T: Serialize>(s: &dyn Serializer, value: &T) -> Result<Vec<u8>, CodecError> {
+    s.encode(value)
+}
+
+/// Decodes a typed value with any [`Serializer`].
+pub fn decode_with<T: DeserializeOwned>(s: &dyn Serializer, bytes: &[u8]) -> Result<T, CodecError> {
+    struct Slot<T>(Option<T>);
+    impl<T: DeserializeOwned> Visit for Slot<T> {
+        fn visit(&mut self, de: &mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error> {
+            self.0 = Some(erased_serde::deserialize(de)?);
+            Ok(())
+        }
+    }
+    let mut slot = Slot(None);
+    s.decode(bytes, &mut slot)?;
+    slot.0
+        .ok_or_else(|| CodecError::new(s.name(), "the deserializer produced no value"))
 }
 
 /// MessagePack, with struct fields encoded by name so that adding a field stays
@@ -31,20 +92,17 @@ pub trait Serializer: Send + Sync + 'static {
 pub struct MsgPack;
 
 impl Serializer for MsgPack {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "msgpack"
     }
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        rmp_serde::to_vec_named(value).map_err(|e| CodecError {
-            codec: "msgpack",
-            message: e.to_string(),
-        })
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {
+        rmp_serde::to_vec_named(value).map_err(|e| CodecError::new("msgpack", e))
     }
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        rmp_serde::from_slice(bytes).map_err(|e| CodecError {
-            codec: "msgpack",
-            message: e.to_string(),
-        })
+    fn decode(&self, bytes: &[u8], visit: &mut dyn Visit) -> Result<(), CodecError> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        visit
+            .visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de))
+            .map_err(|e| CodecError::new("msgpack", e))
     }
 }
 
@@ -53,25 +111,22 @@ impl Serializer for MsgPack {
 pub struct Json;
 
 impl Serializer for Json {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "json"
     }
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        serde_json::to_vec(value).map_err(|e| CodecError {
-            codec: "json",
-            message: e.to_string(),
-        })
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {
+        serde_json::to_vec(value).map_err(|e| CodecError::new("json", e))
     }
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(|e| CodecError {
-            codec: "json",
-            message: e.to_string(),
-        })
+    fn decode(&self, bytes: &[u8], visit: &mut dyn Visit) -> Result<(), CodecError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        visit
+            .visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de))
+            .map_err(|e| CodecError::new("json", e))?;
+        de.end().map_err(|e| CodecError::new("json", e))
     }
 }
 
-/// The codec a node is configured with: one of the [`Serializer`]s above, chosen at
-/// run time.
+/// The built-in format a node is configured with (`BRAFT_CODEC`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
@@ -80,23 +135,24 @@ pub enum Codec {
     Json,
 }
 
-impl Serializer for Codec {
-    fn name(&self) -> &'static str {
+impl Codec {
+    pub fn name(&self) -> &'static str {
         match self {
-            Codec::MsgPack => MsgPack.name(),
-            Codec::Json => Json.name(),
+            Codec::MsgPack => "msgpack",
+            Codec::Json => "json",
         }
     }
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+    /// Encodes with this format (statically dispatched: the write path's fast lane).
+    pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         match self {
-            Codec::MsgPack => MsgPack.encode(value),
-            Codec::Json => Json.encode(value),
+            Codec::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| CodecError::new("msgpack", e)),
+            Codec::Json => serde_json::to_vec(value).map_err(|e| CodecError::new("json", e)),
         }
     }
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
-            Codec::MsgPack => MsgPack.decode(bytes),
-            Codec::Json => Json.decode(bytes),
+            Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| CodecError::new("msgpack", e)),
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| CodecError::new("json", e)),
         }
     }
 }
@@ -112,14 +168,50 @@ impl std::str::FromStr for Codec {
     }
 }
 
+/// The format a node runs with: a built-in [`Codec`], or the application's own
+/// [`Serializer`].
+#[derive(Clone)]
+pub enum Format {
+    Builtin(Codec),
+    Custom(Arc<dyn Serializer>),
+}
+
+impl std::fmt::Debug for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name())
+    }
+}
+
+impl Format {
+    /// The name pinned in the data directory and in snapshots.
+    pub fn name(&self) -> &str {
+        match self {
+            Format::Builtin(c) => c.name(),
+            Format::Custom(s) => s.name(),
+        }
+    }
+    pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        match self {
+            Format::Builtin(c) => c.encode(value),
+            Format::Custom(s) => encode_with(s.as_ref(), value),
+        }
+    }
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        match self {
+            Format::Builtin(c) => c.decode(bytes),
+            Format::Custom(s) => decode_with(s.as_ref(), bytes),
+        }
+    }
+}
+
 /// Encodes with MessagePack: the helper services use for their snapshots.
 pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    MsgPack.encode(value)
+    Codec::MsgPack.encode(value)
 }
 
 /// Decodes MessagePack written by [`to_bytes`].
 pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    MsgPack.decode(bytes)
+    Codec::MsgPack.decode(bytes)
 }
 
 #[cfg(test)]
@@ -132,17 +224,26 @@ mod tests {
         value: Vec<u8>,
     }
 
-    /// Both codecs round-trip a command, and JSON stays readable.
+    /// Every format round-trips a command — built in, or erased behind `dyn Serializer`
+    /// — and the erased encoders write the very bytes the static ones do.
     #[test]
-    fn both_codecs_round_trip() {
+    fn every_format_round_trips() {
         let cmd = Cmd {
             key: "k".into(),
             value: vec![1, 2, 3],
         };
-        for codec in [Codec::MsgPack, Codec::Json] {
-            let bytes = codec.encode(&cmd).unwrap();
-            assert_eq!(codec.decode::<Cmd>(&bytes).unwrap(), cmd, "{}", codec.name());
+        let formats = [
+            Format::Builtin(Codec::MsgPack),
+            Format::Builtin(Codec::Json),
+            Format::Custom(Arc::new(MsgPack)),
+            Format::Custom(Arc::new(Json)),
+        ];
+        for f in &formats {
+            let bytes = f.encode(&cmd).unwrap();
+            assert_eq!(f.decode::<Cmd>(&bytes).unwrap(), cmd, "{}", f.name());
         }
+        assert_eq!(formats[0].encode(&cmd).unwrap(), formats[2].encode(&cmd).unwrap());
+        assert_eq!(formats[1].encode(&cmd).unwrap(), formats[3].encode(&cmd).unwrap());
         let json = Codec::Json.encode(&cmd).unwrap();
         assert!(String::from_utf8(json).unwrap().contains("\"key\":\"k\""));
     }
@@ -152,6 +253,8 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(Codec::MsgPack.decode::<Cmd>(b"\xc1\xff").is_err());
         assert!(Codec::Json.decode::<Cmd>(b"{").is_err());
+        assert!(decode_with::<Cmd>(&Json, b"{} trailing").is_err());
+        assert!(decode_with::<Cmd>(&MsgPack, b"\xc1").is_err());
         assert!("yaml".parse::<Codec>().is_err());
     }
 }

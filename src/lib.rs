@@ -3,6 +3,7 @@
 //!
 //! A map of the crate, top-down:
 //! - [`node`]: [`Node`] and its builder — start, write, read, forward, shut down.
+//! - [`client`]: [`Client`], for applications that are not cluster members (gRPC).
 //! - [`service`]: the [`Service`] trait, the user's state machine, and the routing registry.
 //! - [`kv`]: [`KvService`], the built-in key-value map service.
 //! - [`distribute`]: the built-in work distributor, balanced, sticky and replicated.
@@ -16,6 +17,7 @@
 //! - [`error`]: the errors callers can act on.
 
 mod auth;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod discovery;
@@ -35,6 +37,7 @@ pub mod store;
 pub mod transport;
 pub mod watch;
 
+pub use client::Client;
 pub use codec::Codec;
 pub use config::Config;
 pub use error::Error;

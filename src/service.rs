@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Codec, Serializer};
+use crate::codec::Format;
 use crate::watch::WatchEvent;
 
 /// An error a service returns from `apply` or `query`. It travels back to the caller,
@@ -82,22 +82,22 @@ pub trait Service: Send + Sync + 'static {
 
 /// A [`Service`] with its types erased to bytes, so the registry can hold many.
 pub(crate) trait DynService: Send + Sync {
-    fn apply_bytes(&mut self, codec: Codec, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError>;
-    fn query_bytes(&self, codec: Codec, query: &[u8]) -> Result<Vec<u8>, ServiceError>;
+    fn apply_bytes(&mut self, codec: &Format, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError>;
+    fn query_bytes(&self, codec: &Format, query: &[u8]) -> Result<Vec<u8>, ServiceError>;
     fn snapshot_bytes(&self) -> Result<Vec<u8>, ServiceError>;
     fn restore_bytes(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
     fn take_events(&mut self) -> Vec<WatchEvent>;
 }
 
 impl<S: Service> DynService for S {
-    fn apply_bytes(&mut self, codec: Codec, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    fn apply_bytes(&mut self, codec: &Format, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let cmd: S::Command = codec
             .decode(cmd)
             .map_err(|e| ServiceError::new("bad_command", e.to_string()))?;
         let out = self.apply(ctx, cmd)?;
         Ok(codec.encode(&out)?)
     }
-    fn query_bytes(&self, codec: Codec, query: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    fn query_bytes(&self, codec: &Format, query: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let q: S::Query = codec
             .decode(query)
             .map_err(|e| ServiceError::new("bad_query", e.to_string()))?;
@@ -137,7 +137,13 @@ impl Registry {
             .ok_or_else(|| ServiceError::new("unknown_service", format!("no service named '{name}' is registered")))
     }
 
-    pub fn apply(&mut self, codec: Codec, name: &str, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    pub fn apply(
+        &mut self,
+        codec: &Format,
+        name: &str,
+        ctx: ApplyContext,
+        cmd: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
         match self.services.get_mut(name) {
             Some(s) => s.apply_bytes(codec, ctx, cmd),
             None => Err(ServiceError::new(
@@ -152,7 +158,7 @@ impl Registry {
         self.services.get_mut(name).map(|s| s.take_events()).unwrap_or_default()
     }
 
-    pub fn query(&self, codec: Codec, name: &str, query: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    pub fn query(&self, codec: &Format, name: &str, query: &[u8]) -> Result<Vec<u8>, ServiceError> {
         self.get(name)?.query_bytes(codec, query)
     }
 

@@ -20,6 +20,12 @@
 //! and the iteration's history must be linearizable. After the last one, every
 //! acknowledged insert must be readable and nothing never attempted may appear.
 //!
+//! A watch workload rides along: a Server-Sent-Events watcher on every node follows the
+//! iteration's inserts, resuming with `Last-Event-ID` whenever its node is killed, paused
+//! or cut off. After healing, each must have seen every acknowledged insert exactly once,
+//! in version order, nothing never attempted, and the same version for each key as the
+//! other watchers (one whose node reports `compacted` is counted and excused).
+//!
 //! Knobs: `BRAFT_CHAOS_ITERATIONS` (default 20), `BRAFT_CHAOS_SEED` (default: random,
 //! printed), `BRAFT_CHAOS_NODES` (3 or 5; default 3), `BRAFT_CHAOS_KEEP` (where a failing run keeps its history and node logs;
 //! default `target/chaos-failures`). A long soak:
@@ -34,6 +40,7 @@ use std::time::{Duration, Instant};
 use braft_lincheck::register::{Output, Register};
 use braft_lincheck::{check, Verdict};
 use common::lab::Lab;
+use common::sse::{watch_client, WatchLog};
 use common::workload::{register_client, set_client, Op, SetLog};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -126,6 +133,11 @@ struct Report {
     set_acked: usize,
     set_unknown: usize,
     set_refused: usize,
+    /// Watch events checked against the acknowledged inserts, over how many watchers.
+    watch_events: usize,
+    watchers: usize,
+    watch_compacted: usize,
+    watch_reconnects: usize,
     /// The first problem found: a linearizability violation, a lost or phantom insert,
     /// or a cluster that did not heal.
     problem: Option<String>,
@@ -135,7 +147,8 @@ impl Report {
     fn summary(&self) -> String {
         format!(
             "chaos summary: mode {}, {} nodes, seed {}, iterations {}; register ops {} (ok {}, cas-failed {}, indeterminate {}); \
-             set inserts acked {} (unknown {}, refused {}); faults {:?}; verdict: {}",
+             set inserts acked {} (unknown {}, refused {}); watch events checked {} over {} watchers \
+             ({} compacted, {} reconnects); faults {:?}; verdict: {}",
             self.mode,
             self.nodes,
             self.seed,
@@ -147,9 +160,13 @@ impl Report {
             self.set_acked,
             self.set_unknown,
             self.set_refused,
+            self.watch_events,
+            self.watchers,
+            self.watch_compacted,
+            self.watch_reconnects,
             self.faults,
             match &self.problem {
-                None => "PASS (linearizable, no lost or phantom inserts)".to_string(),
+                None => "PASS (linearizable, no lost or phantom inserts, watches complete)".to_string(),
                 Some(p) => format!("FAIL: {}", p.lines().next().unwrap_or_default()),
             }
         )
@@ -252,6 +269,17 @@ impl Harness {
 
     /// Waits until hosts 1..=n run, agree on one leader, and the voters are exactly
     /// their nodes.
+    /// Node `i`'s applied index, from the `X-Braft-Index` of a cheap listing.
+    async fn applied_index(&self, i: usize) -> Option<u64> {
+        let r = self
+            .http
+            .get(self.lab.url(i, "/v1/kv?prefix=-&limit=1&consistency=stale"))
+            .send()
+            .await
+            .ok()?;
+        r.headers().get("x-braft-index")?.to_str().ok()?.parse().ok()
+    }
+
     async fn wait_healed(&self) -> Result<(), String> {
         let want: BTreeSet<String> = (1..=self.n).map(|i| self.ids[&i].clone()).collect();
         let deadline = Instant::now() + HEAL_LIMIT;
@@ -459,6 +487,22 @@ async fn run_chaos(s: Settings) -> Report {
             stop,
             set_log.clone(),
         )));
+        let watch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watch_from = h.applied_index(1).await.unwrap_or(0) + 1;
+        let watchers: Vec<(Arc<Mutex<WatchLog>>, tokio::task::JoinHandle<()>)> = (0..s.nodes)
+            .map(|i| {
+                let log: Arc<Mutex<WatchLog>> = Arc::default();
+                let task = tokio::spawn(watch_client(
+                    h.http.clone(),
+                    bases[i].clone(),
+                    format!("set-{iter}-"),
+                    watch_from,
+                    watch_stop.clone(),
+                    log.clone(),
+                ));
+                (log, task)
+            })
+            .collect();
         tokio::time::sleep(BEFORE).await;
         let (what, undo) = h.strike(nemesis, &mut rng).await;
         *report.faults.entry(format!("{nemesis:?}")).or_default() += 1;
@@ -485,6 +529,16 @@ async fn run_chaos(s: Settings) -> Report {
         }
         if let Err(e) = h.wait_healed().await {
             report.problem = Some(format!("iteration {iter} ({what}): {e}"));
+            keep(&h, &s, iter, &history, report.problem.as_deref().unwrap());
+            return report;
+        }
+        let problem = check_watchers(&h, iter, &bases, &set_log, &watchers, &mut report).await;
+        watch_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for (_, task) in watchers {
+            task.abort();
+        }
+        if let Err(e) = problem {
+            report.problem = Some(format!("iteration {iter} ({what}): watch: {e}"));
             keep(&h, &s, iter, &history, report.problem.as_deref().unwrap());
             return report;
         }
@@ -516,6 +570,103 @@ async fn run_chaos(s: Settings) -> Report {
     report
 }
 
+/// The watch workload's verdict for one iteration, on a healed cluster: a sentinel
+/// insert marks the end; every watcher must reach it having seen each acknowledged
+/// insert of the iteration once, in version order, nothing unattempted, and the same
+/// version for each key as every other watcher.
+async fn check_watchers(
+    h: &Harness,
+    iter: usize,
+    bases: &[String],
+    set_log: &Mutex<SetLog>,
+    watchers: &[(Arc<Mutex<WatchLog>>, tokio::task::JoinHandle<()>)],
+    report: &mut Report,
+) -> Result<(), String> {
+    let prefix = format!("set-{iter}-");
+    let sentinel = format!("{prefix}zz-end");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let end = loop {
+        let url = format!("{}/v1/kv/{sentinel}", bases[0]);
+        if let Ok(r) = h
+            .http
+            .put(&url)
+            .body("end")
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+        {
+            if r.status() == 200 {
+                let v: Value = r.json().await.map_err(|e| e.to_string())?;
+                break v["version"].as_u64().ok_or("no version")?;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("the sentinel insert never succeeded".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reached = |w: &WatchLog| w.compacted || w.events.iter().any(|(v, _, _)| *v >= end);
+    while !watchers.iter().all(|(w, _)| reached(&w.lock().unwrap())) {
+        if Instant::now() > deadline {
+            let got: Vec<Option<u64>> = watchers
+                .iter()
+                .map(|(w, _)| w.lock().unwrap().events.last().map(|e| e.0))
+                .collect();
+            return Err(format!(
+                "watchers did not reach the sentinel at {end}: last seen {got:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = set_log.lock().unwrap();
+    let acked: BTreeSet<&String> = log.acked.iter().filter(|k| k.starts_with(&prefix)).collect();
+    let attempted: BTreeSet<&String> = log
+        .unknown
+        .iter()
+        .filter(|k| k.starts_with(&prefix))
+        .chain(acked.iter().copied())
+        .collect();
+    let mut version_of: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, (w, _)) in watchers.iter().enumerate() {
+        let w = w.lock().unwrap();
+        report.watchers += 1;
+        report.watch_reconnects += w.reconnects;
+        if w.compacted {
+            report.watch_compacted += 1;
+            continue;
+        }
+        let events: Vec<&(u64, String, String)> = w.events.iter().filter(|e| e.0 <= end).collect();
+        for pair in events.windows(2) {
+            if pair[0].0 >= pair[1].0 {
+                return Err(format!("node {}: out of order or repeated: {pair:?}", i + 1));
+            }
+        }
+        let mut seen: BTreeSet<&String> = BTreeSet::new();
+        for (version, key, kind) in &events {
+            if kind != "put" || !(attempted.contains(key) || *key == sentinel) {
+                return Err(format!(
+                    "node {}: an event nobody caused: {kind} {key} at {version}",
+                    i + 1
+                ));
+            }
+            if !seen.insert(key) {
+                return Err(format!("node {}: {key} delivered twice", i + 1));
+            }
+            if let Some(v) = version_of.insert(key.clone(), *version) {
+                if v != *version {
+                    return Err(format!("watchers disagree on {key}: version {v} and {version}"));
+                }
+            }
+        }
+        let missing: Vec<&&String> = acked.iter().filter(|k| !seen.contains(**k)).collect();
+        if !missing.is_empty() {
+            return Err(format!("node {}: missed acknowledged inserts {missing:?}", i + 1));
+        }
+        report.watch_events += events.len();
+    }
+    Ok(())
+}
+
 /// Keeps a failing iteration's history and the node logs.
 fn keep(h: &Harness, s: &Settings, iter: usize, history: &[Op], problem: &str) {
     let root = std::env::var("BRAFT_CHAOS_KEEP")
@@ -539,6 +690,11 @@ async fn chaos_ci() {
     eprintln!("{}", report.summary());
     assert!(report.ops > 100, "the clients made progress: {}", report.summary());
     assert!(report.set_acked > 20, "inserts were acknowledged: {}", report.summary());
+    assert!(
+        report.watch_events > report.set_acked,
+        "watchers checked events: {}",
+        report.summary()
+    );
     if let Some(p) = &report.problem {
         panic!("{}\n{p}", report.summary());
     }

@@ -121,8 +121,9 @@ async fn restart_restores_snapshot_then_replays_log() {
     c.shutdown().await;
 }
 
-/// The user's own tonic service is served on RPORT next to braft's (here the v1alpha
-/// reflection service stands in for "your service").
+/// The user's own tonic service is served on RPORT next to braft's (here a reflection
+/// service stands in for "your service"; braft's own reflection is off so the two do not
+/// claim the same route).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_grpc_services_are_served() {
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
@@ -138,7 +139,7 @@ async fn user_grpc_services_are_served() {
         b.grpc_service(svc)
     }
     let _g = serial().await;
-    let c = Cluster::start_with(1, |_| {}, with_user_grpc).await;
+    let c = Cluster::start_with(1, |cfg| cfg.grpc_reflection = false, with_user_grpc).await;
     let ch = c.grpc(0).await;
     let req = ServerReflectionRequest {
         host: String::new(),

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
@@ -25,14 +25,53 @@ impl KvGrpc {
     }
 }
 
-fn to_status(e: crate::Error) -> Status {
+/// The metadata keys that let a client ([`crate::Client`]) rebuild the library's typed
+/// error from a status: the error's code, and the leader hint or the service's own code.
+pub(crate) const CODE: &str = "x-braft-code";
+pub(crate) const LEADER_ID: &str = "x-braft-leader-id";
+pub(crate) const LEADER_RPC: &str = "x-braft-leader-rpc";
+pub(crate) const LEADER_HTTP: &str = "x-braft-leader-http";
+pub(crate) const SERVICE_CODE: &str = "x-braft-service-code";
+pub(crate) const CURRENT_VERSION: &str = "x-braft-current-version";
+
+fn with(mut status: Status, pairs: &[(&'static str, String)]) -> Status {
+    for (k, v) in pairs {
+        if let Ok(v) = v.parse() {
+            status.metadata_mut().insert(*k, v);
+        }
+    }
+    status
+}
+
+pub(super) fn to_status(e: crate::Error) -> Status {
     use crate::Error as E;
-    match e {
-        E::BadRequest(m) => Status::invalid_argument(m),
-        E::Service(s) => Status::failed_precondition(s.to_string()),
-        E::Unavailable { .. } | E::ShuttingDown => Status::unavailable(e.to_string()),
-        E::Indeterminate { .. } => Status::deadline_exceeded(e.to_string()),
-        other => Status::internal(other.to_string()),
+    let leader = |l: &Option<crate::LeaderHint>| match l {
+        Some(l) => vec![
+            (LEADER_ID, l.id.to_string()),
+            (LEADER_RPC, l.rpc_addr.clone()),
+            (LEADER_HTTP, l.http_addr.clone()),
+        ],
+        None => Vec::new(),
+    };
+    match &e {
+        E::BadRequest(m) => with(Status::invalid_argument(m.clone()), &[(CODE, "bad_request".into())]),
+        E::Service(s) => with(
+            Status::failed_precondition(s.to_string()),
+            &[(CODE, "service_error".into()), (SERVICE_CODE, s.code.clone())],
+        ),
+        E::UnknownService(_) => with(Status::not_found(e.to_string()), &[(CODE, "unknown_service".into())]),
+        E::Unavailable { leader: l, .. } => {
+            let mut md = leader(l);
+            md.push((CODE, "unavailable".into()));
+            with(Status::unavailable(e.to_string()), &md)
+        }
+        E::ShuttingDown => with(Status::unavailable(e.to_string()), &[(CODE, "shutting_down".into())]),
+        E::Indeterminate { leader: l, .. } => {
+            let mut md = leader(l);
+            md.push((CODE, "indeterminate".into()));
+            with(Status::deadline_exceeded(e.to_string()), &md)
+        }
+        _ => with(Status::internal(e.to_string()), &[(CODE, "internal".into())]),
     }
 }
 
@@ -40,7 +79,7 @@ fn check_key(key: &str) -> Result<(), Status> {
     crate::http::validate_key(key).map_err(Status::invalid_argument)
 }
 
-fn consistency(c: i32) -> Result<Consistency, Status> {
+pub(super) fn consistency(c: i32) -> Result<Consistency, Status> {
     match pb::Consistency::try_from(c) {
         Ok(pb::Consistency::Linearizable) => Ok(Consistency::Linearizable),
         Ok(pb::Consistency::Lease) => Ok(Consistency::Lease),
@@ -77,9 +116,13 @@ impl pb::kv_server::Kv for KvGrpc {
         };
         match self.node.write::<KvService>(cmd).await.map_err(to_status)? {
             KvOutput::Put { version } => Ok(Response::new(pb::PutResponse { version })),
-            KvOutput::CompareFailed { current_version } => Err(Status::failed_precondition(format!(
-                "compare failed; current version {current_version}"
-            ))),
+            KvOutput::CompareFailed { current_version } => Err(with(
+                Status::failed_precondition(format!("compare failed; current version {current_version}")),
+                &[
+                    (CODE, "compare_failed".into()),
+                    (CURRENT_VERSION, current_version.to_string()),
+                ],
+            )),
             other => Err(Status::internal(format!("unexpected output {other:?}"))),
         }
     }
@@ -142,15 +185,65 @@ impl pb::kv_server::Kv for KvGrpc {
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let r = req.into_inner();
         let from = (r.from_version > 0).then_some(r.from_version);
-        let watcher = self.node.watcher(&r.map, &r.prefix, from);
-        let stream = futures::stream::unfold((watcher, false), |(mut w, done)| async move {
+        let mut watcher = self.node.watcher(&r.map, &r.prefix, from);
+        // The first message comes at once: the events already there, or progress naming
+        // the version the watch starts after (so a client that asked for "the next
+        // change" knows where to resume), or `compacted`.
+        let first = match watcher.poll_now() {
+            Ok(events) if !events.is_empty() => (events_message(events), false),
+            Ok(_) => (
+                pb::WatchResponse {
+                    progress_version: watcher.progress(),
+                    ..Default::default()
+                },
+                false,
+            ),
+            Err(e) => match end_message(e) {
+                Some(m) => (m, true),
+                None => return Err(Status::unavailable("the node is shutting down")),
+            },
+        };
+        let rest = futures::stream::unfold((watcher, first.1), |(mut w, done)| async move {
             if done {
                 return None;
             }
             let (msg, done) = next_message(&mut w).await?;
             Some((Ok(msg), (w, done)))
         });
+        let stream = futures::stream::once(async move { Ok(first.0) }).chain(rest);
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn events_message(batch: Vec<crate::watch::WatchEvent>) -> pb::WatchResponse {
+    let events = batch
+        .into_iter()
+        .map(|e| pb::Event {
+            kind: match e.kind {
+                EventKind::Put => pb::event::Kind::Put,
+                EventKind::Delete => pb::event::Kind::Delete,
+            } as i32,
+            key: e.key,
+            value: e.value.map(|v| v.to_vec()).unwrap_or_default(),
+            version: e.version,
+        })
+        .collect();
+    pb::WatchResponse {
+        events,
+        ..Default::default()
+    }
+}
+
+/// The last message of a watch that ends with `e`; `None` when it just stops (the node
+/// is shutting down).
+fn end_message(e: WatchError) -> Option<pb::WatchResponse> {
+    match e {
+        WatchError::Compacted { oldest } => Some(pb::WatchResponse {
+            compacted: true,
+            oldest_version: oldest,
+            ..Default::default()
+        }),
+        WatchError::Closed => None,
     }
 }
 
@@ -158,42 +251,20 @@ impl pb::kv_server::Kv for KvGrpc {
 /// ends now (the node is shutting down).
 async fn next_message(w: &mut Watcher) -> Option<(pb::WatchResponse, bool)> {
     match tokio::time::timeout(crate::http::PROGRESS_EVERY, w.next_batch()).await {
-        Ok(Ok(batch)) => {
-            let events = batch
-                .into_iter()
-                .map(|e| pb::Event {
-                    kind: match e.kind {
-                        EventKind::Put => pb::event::Kind::Put,
-                        EventKind::Delete => pb::event::Kind::Delete,
-                    } as i32,
-                    key: e.key,
-                    value: e.value.map(|v| v.to_vec()).unwrap_or_default(),
-                    version: e.version,
-                })
-                .collect();
-            Some((
+        Ok(Ok(batch)) => Some((events_message(batch), false)),
+        Ok(Err(e)) => end_message(e).map(|m| (m, true)),
+        // Idle: catch the cursor up (entries without events do not wake a watcher),
+        // then report how far it got.
+        Err(_) => match w.poll_now() {
+            Ok(batch) if !batch.is_empty() => Some((events_message(batch), false)),
+            Ok(_) => Some((
                 pb::WatchResponse {
-                    events,
+                    progress_version: w.progress(),
                     ..Default::default()
                 },
                 false,
-            ))
-        }
-        Ok(Err(WatchError::Compacted { oldest })) => Some((
-            pb::WatchResponse {
-                compacted: true,
-                oldest_version: oldest,
-                ..Default::default()
-            },
-            true,
-        )),
-        Ok(Err(WatchError::Closed)) => None,
-        Err(_) => Some((
-            pb::WatchResponse {
-                progress_version: w.progress(),
-                ..Default::default()
-            },
-            false,
-        )),
+            )),
+            Err(e) => end_message(e).map(|m| (m, true)),
+        },
     }
 }

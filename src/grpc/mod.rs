@@ -1,7 +1,8 @@
 //! The gRPC servers on RPORT: the peer protocol (`braft.v1.Raft`), the public key-value
 //! API (`braft.v1.Kv`), server reflection, and any services the user added.
 
-mod kv;
+mod distribute;
+pub(crate) mod kv;
 
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -12,6 +13,23 @@ use crate::node::Node;
 use crate::pb;
 use crate::raft::network::{self, MAX_MESSAGE_BYTES};
 use crate::raft::wire;
+
+/// The gRPC services braft serves itself with this configuration.
+pub(crate) fn builtin_service_names(config: &crate::config::Config) -> Vec<&'static str> {
+    use tonic::server::NamedService;
+    let mut names = vec![
+        <pb::raft_server::RaftServer<PeerService> as NamedService>::NAME,
+        <pb::kv_server::KvServer<kv::KvGrpc> as NamedService>::NAME,
+        <pb::distributor_server::DistributorServer<distribute::DistributorGrpc> as NamedService>::NAME,
+    ];
+    if config.grpc_reflection {
+        names.extend([
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]);
+    }
+    names
+}
 
 /// Serves until the node shuts down.
 pub(crate) async fn serve(
@@ -44,7 +62,8 @@ pub(crate) async fn serve(
     } else {
         None
     };
-    let mut routes = user_routes.add_service(raft).add_service(kv);
+    let distributor = pb::distributor_server::DistributorServer::new(distribute::DistributorGrpc::new(node.clone()));
+    let mut routes = user_routes.add_service(raft).add_service(kv).add_service(distributor);
     if let Some((v1, v1alpha)) = reflection {
         routes = routes.add_service(v1).add_service(v1alpha);
     }

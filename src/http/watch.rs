@@ -72,15 +72,28 @@ pub(super) async fn watch(State(node): State<Node>, q: Params, headers: HeaderMa
 async fn next_events(w: &mut Watcher) -> Option<(Vec<Result<Event, Infallible>>, bool)> {
     match tokio::time::timeout(PROGRESS_EVERY, w.next_batch()).await {
         Ok(Ok(batch)) => Some((batch.iter().map(|e| Ok(sse_event(e))).collect(), false)),
-        Ok(Err(WatchError::Compacted { oldest })) => {
+        Ok(Err(e)) => ended(e).await,
+        // Idle: catch the cursor up (entries without events do not wake a watcher),
+        // then report how far it got.
+        Err(_) => match w.poll_now() {
+            Ok(batch) if !batch.is_empty() => Some((batch.iter().map(|e| Ok(sse_event(e))).collect(), false)),
+            Ok(_) => {
+                let data = json!({"version": w.progress()}).to_string();
+                Some((vec![Ok(Event::default().event("progress").data(data))], false))
+            }
+            Err(e) => ended(e).await,
+        },
+    }
+}
+
+/// The last events of a stream that ends with `e`.
+async fn ended(e: WatchError) -> Option<(Vec<Result<Event, Infallible>>, bool)> {
+    match e {
+        WatchError::Compacted { oldest } => {
             let data = json!({"code": "compacted", "oldest": oldest}).to_string();
             Some((vec![Ok(Event::default().event("error").data(data))], true))
         }
-        Ok(Err(WatchError::Closed)) => None,
-        Err(_) => {
-            let data = json!({"version": w.progress()}).to_string();
-            Some((vec![Ok(Event::default().event("progress").data(data))], false))
-        }
+        WatchError::Closed => None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Format};
 use crate::config::ConfigError;
 use crate::error::Error;
 use crate::raft::NodeId;
@@ -16,10 +16,20 @@ use crate::raft::NodeId;
 struct Identity {
     node_id: NodeId,
     codec: Codec,
+    /// The application's own serializer, by name, when it has one (then `codec` is
+    /// unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serializer: Option<String>,
+}
+
+impl Identity {
+    fn format_name(&self) -> &str {
+        self.serializer.as_deref().unwrap_or(self.codec.name())
+    }
 }
 
 /// Returns the stored id, or creates the identity file (with `wanted` or a random id).
-pub fn load_or_create(dir: &Path, wanted: Option<NodeId>, codec: Codec) -> Result<NodeId, Error> {
+pub fn load_or_create(dir: &Path, wanted: Option<NodeId>, format: &Format) -> Result<NodeId, Error> {
     let path = dir.join("node.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -37,12 +47,13 @@ pub fn load_or_create(dir: &Path, wanted: Option<NodeId>, codec: Codec) -> Resul
                     }));
                 }
             }
-            if id.codec != codec {
+            if id.format_name() != format.name() {
                 return Err(Error::Config(ConfigError {
                     setting: "BRAFT_CODEC".into(),
                     problem: format!(
-                        "{codec:?} differs from {:?}, which this data directory was written with",
-                        id.codec
+                        "{} differs from {}, which this data directory was written with",
+                        format.name(),
+                        id.format_name()
                     ),
                 }));
             }
@@ -54,7 +65,16 @@ pub fn load_or_create(dir: &Path, wanted: Option<NodeId>, codec: Codec) -> Resul
             let tmp = dir.join("node.json.tmp");
             {
                 let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&serde_json::to_vec_pretty(&Identity { node_id, codec }).map_err(std::io::Error::other)?)?;
+                let (codec, serializer) = match format {
+                    Format::Builtin(c) => (*c, None),
+                    Format::Custom(s) => (Codec::MsgPack, Some(s.name().to_string())),
+                };
+                let identity = Identity {
+                    node_id,
+                    codec,
+                    serializer,
+                };
+                f.write_all(&serde_json::to_vec_pretty(&identity).map_err(std::io::Error::other)?)?;
                 f.sync_all()?;
             }
             std::fs::rename(&tmp, &path)?;
@@ -74,16 +94,26 @@ mod tests {
     #[test]
     fn identity_is_kept_and_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let id = load_or_create(dir.path(), None, Codec::MsgPack).unwrap();
+        let msgpack = Format::Builtin(Codec::MsgPack);
+        let id = load_or_create(dir.path(), None, &msgpack).unwrap();
         assert_ne!(id, 0);
-        assert_eq!(load_or_create(dir.path(), None, Codec::MsgPack).unwrap(), id);
-        assert_eq!(load_or_create(dir.path(), Some(id), Codec::MsgPack).unwrap(), id);
+        assert_eq!(load_or_create(dir.path(), None, &msgpack).unwrap(), id);
+        assert_eq!(load_or_create(dir.path(), Some(id), &msgpack).unwrap(), id);
         assert!(matches!(
-            load_or_create(dir.path(), Some(id + 1), Codec::MsgPack),
+            load_or_create(dir.path(), Some(id + 1), &msgpack),
             Err(Error::Config(_))
         ));
         assert!(matches!(
-            load_or_create(dir.path(), None, Codec::Json),
+            load_or_create(dir.path(), None, &Format::Builtin(Codec::Json)),
+            Err(Error::Config(_))
+        ));
+        // An application's own serializer is pinned by name.
+        let other = tempfile::tempdir().unwrap();
+        let custom = Format::Custom(std::sync::Arc::new(crate::codec::Json));
+        let id = load_or_create(other.path(), None, &custom).unwrap();
+        assert_eq!(load_or_create(other.path(), None, &custom).unwrap(), id);
+        assert!(matches!(
+            load_or_create(other.path(), None, &msgpack),
             Err(Error::Config(_))
         ));
     }

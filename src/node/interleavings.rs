@@ -13,7 +13,6 @@ use openraft::ServerState;
 
 use super::forward::{JoinReply, JoinRequest};
 use super::Node;
-use crate::codec::Serializer;
 use crate::config::{Config, Discovery};
 use crate::kv::{KvCommand, KvService};
 use crate::raft::consensus::{Consensus, Proposal};
@@ -227,7 +226,7 @@ async fn a_snapshot_older_than_the_followers_log_is_not_installed() {
     registry.register(KvService::default());
     let sm = StateMachine::open(
         registry,
-        crate::codec::Codec::MsgPack,
+        crate::codec::Format::Builtin(crate::codec::Codec::MsgPack),
         Arc::new(MemSnapshotStore::default()),
         Default::default(),
     )

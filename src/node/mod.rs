@@ -37,7 +37,6 @@ use tokio::task::JoinHandle;
 
 pub use self::forward::Consistency;
 use self::forward::{ForwardReply, ForwardRequest};
-use crate::codec::Serializer;
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::error::{Error, LeaderHint};
@@ -67,6 +66,9 @@ pub struct NodeBuilder {
     discovery: Option<Arc<dyn Discovery>>,
     role_hooks: Vec<roles::RoleHook>,
     biz_data: Option<status::BizData>,
+    serializer: Option<Arc<dyn crate::codec::Serializer>>,
+    /// The names of the user's gRPC services, checked against braft's own at start.
+    grpc_names: Vec<&'static str>,
 }
 
 impl NodeBuilder {
@@ -160,6 +162,7 @@ impl NodeBuilder {
         S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
+        self.grpc_names.push(S::NAME);
         self.grpc_routes = self.grpc_routes.add_service(svc);
         self
     }
@@ -192,6 +195,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Encodes log entries with your own format instead of `BRAFT_CODEC`'s built-in one
+    /// (see [`crate::codec::Serializer`]). Every node of the cluster must use the same;
+    /// its name is pinned in the data directory.
+    pub fn serializer(mut self, s: Arc<dyn crate::codec::Serializer>) -> Self {
+        self.serializer = Some(s);
+        self
+    }
+
     /// Adds your own axum routes, served on HPORT beside braft's.
     pub fn http_routes(mut self, router: axum::Router) -> Self {
         self.http_routes = self.http_routes.merge(router);
@@ -206,6 +217,15 @@ impl NodeBuilder {
         if let Some(name) = self.duplicate_service {
             return Err(Error::BadRequest(format!("service '{name}' registered twice")));
         }
+        if let Some(name) = self
+            .grpc_names
+            .iter()
+            .find(|n| crate::grpc::builtin_service_names(&config).contains(n))
+        {
+            return Err(Error::BadRequest(format!(
+                "gRPC service '{name}' is one braft serves itself (turn braft's reflection off with DISABLE_GRPC_REFLECTION to serve your own)"
+            )));
+        }
         if config.sleep_ms > 0 {
             let ms = rand::random_range(0..config.sleep_ms);
             tracing::info!("BRAFT_SLEEP: waiting {ms} ms before start");
@@ -214,7 +234,11 @@ impl NodeBuilder {
 
         let data_dir = config.data_dir();
         std::fs::create_dir_all(&data_dir)?;
-        let id = identity::load_or_create(&data_dir, config.node_id, config.codec)?;
+        let format = match self.serializer {
+            Some(s) => crate::codec::Format::Custom(s),
+            None => crate::codec::Format::Builtin(config.codec),
+        };
+        let id = identity::load_or_create(&data_dir, config.node_id, &format)?;
 
         let rpc_listener = match self.rpc_listener {
             Some(l) => l,
@@ -245,7 +269,7 @@ impl NodeBuilder {
             events: config.watch_history,
             bytes: config.watch_history_bytes,
         };
-        let sm = StateMachine::open(self.registry, config.codec, snapshots, watch_limits)?;
+        let sm = StateMachine::open(self.registry, format, snapshots, watch_limits)?;
         let state = sm.shared();
         let token = crate::auth::ClusterToken::new(config.cluster_token.as_deref()).map_err(|problem| {
             crate::config::ConfigError {
@@ -493,6 +517,8 @@ impl Node {
             discovery: None,
             role_hooks: Vec::new(),
             biz_data: None,
+            serializer: None,
+            grpc_names: Vec::new(),
         }
     }
 
@@ -658,7 +684,7 @@ impl Node {
 
     /// Applies a command through Raft (from any node) and returns the service's output.
     pub async fn write<S: Service>(&self, cmd: S::Command) -> Result<S::Output, Error> {
-        let codec = self.inner.state.codec;
+        let codec = &self.inner.state.codec;
         let payload = codec.encode(&cmd)?;
         let (_, bytes) = self.write_raw(S::NAME, payload).await?;
         Ok(codec.decode(&bytes)?)
@@ -666,7 +692,7 @@ impl Node {
 
     /// Queries a service with the given consistency (from any node).
     pub async fn read<S: Service>(&self, query: S::Query, consistency: Consistency) -> Result<S::QueryOutput, Error> {
-        let codec = self.inner.state.codec;
+        let codec = &self.inner.state.codec;
         let payload = codec.encode(&query)?;
         let bytes = self.read_raw(S::NAME, payload, consistency).await?;
         Ok(codec.decode(&bytes)?)

@@ -489,7 +489,7 @@ mod tests {
             let log = LogAdapter::new(store).unwrap();
             let sm = StateMachine::open(
                 Registry::default(),
-                Codec::MsgPack,
+                crate::codec::Format::Builtin(Codec::MsgPack),
                 Arc::new(MemSnapshotStore::default()),
                 Default::default(),
             )

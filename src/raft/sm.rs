@@ -14,7 +14,7 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use super::{wire, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::codec::Codec;
+use crate::codec::{Codec, Format};
 use crate::service::{ApplyContext, Registry, ServiceError};
 use crate::store::SnapshotStore;
 use crate::watch::WatchHub;
@@ -26,7 +26,11 @@ const FORMAT_V1: u32 = 1;
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotBody {
     meta: SnapshotMeta,
+    /// The built-in codec the entries were written with...
     codec: Codec,
+    /// ...unless the application's own serializer, by name, wrote them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serializer: Option<String>,
     services: Vec<(String, serde_bytes::ByteBuf)>,
 }
 
@@ -81,7 +85,7 @@ pub struct StateHash {
 /// The state shared by the state machine and the node's read path.
 pub struct SharedState {
     state: RwLock<Applied>,
-    pub codec: Codec,
+    pub codec: Format,
     /// The recent events of the applied log, for watchers.
     pub(crate) watch: Arc<WatchHub>,
 }
@@ -120,7 +124,7 @@ impl SharedState {
 
     /// Runs a read-only query against a service's applied state.
     pub fn query(&self, service: &str, query: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        self.read().registry.query(self.codec, service, query)
+        self.read().registry.query(&self.codec, service, query)
     }
 }
 
@@ -134,7 +138,7 @@ impl StateMachine {
     /// Builds the state machine over `registry`, restoring the latest snapshot if any.
     pub fn open(
         registry: Registry,
-        codec: Codec,
+        codec: Format,
         snapshots: Arc<dyn SnapshotStore>,
         watch_limits: crate::watch::Limits,
     ) -> io::Result<Self> {
@@ -216,7 +220,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let codec = self.shared.codec;
+        let codec = self.shared.codec.clone();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let response = {
@@ -230,7 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => Response::Ok(Vec::new()),
                     EntryPayload::Normal(req) => {
                         let ctx = ApplyContext { index };
-                        let r = match g.registry.apply(codec, &req.service, ctx, &req.payload) {
+                        let r = match g.registry.apply(&codec, &req.service, ctx, &req.payload) {
                             Ok(out) => Response::Ok(out),
                             Err(e) => Response::Err(e),
                         };
@@ -262,7 +266,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     last_log_id: g.last_applied,
                     last_membership: g.membership.clone(),
                 },
-                codec: self.shared.codec,
+                codec: match &self.shared.codec {
+                    Format::Builtin(c) => *c,
+                    Format::Custom(_) => Codec::MsgPack,
+                },
+                serializer: match &self.shared.codec {
+                    Format::Builtin(_) => None,
+                    Format::Custom(s) => Some(s.name().to_string()),
+                },
                 services: parts
                     .into_iter()
                     .map(|(n, b)| (n, serde_bytes::ByteBuf::from(b)))
@@ -280,10 +291,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if body.meta.last_log_id != meta.last_log_id {
             return Err(invalid("snapshot metadata does not match its body"));
         }
-        if body.codec != self.shared.codec {
+        let written_with = body.serializer.as_deref().unwrap_or(body.codec.name());
+        if written_with != self.shared.codec.name() {
             return Err(invalid(format!(
-                "snapshot was written with codec {:?}, this node uses {:?}",
-                body.codec, self.shared.codec
+                "snapshot was written with codec {written_with}, this node uses {}",
+                self.shared.codec.name()
             )));
         }
         // Restore first, save after: a snapshot that cannot be restored must never become
@@ -328,6 +340,7 @@ mod tests {
         let body = SnapshotBody {
             meta: SnapshotMeta::default(),
             codec: Codec::MsgPack,
+            serializer: None,
             services: vec![("kv".into(), serde_bytes::ByteBuf::from(vec![1, 2, 3]))],
         };
         let mut bytes = encode_snapshot(&body).unwrap();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod sse;
 pub mod workload;
 
 use std::net::SocketAddr;
