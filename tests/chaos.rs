@@ -586,7 +586,9 @@ async fn check_watchers(
     let sentinel = format!("{prefix}zz-end");
     let deadline = Instant::now() + Duration::from_secs(15);
     let end = loop {
-        let url = format!("{}/v1/kv/{sentinel}", bases[0]);
+        // Insert-only, so a retry after a lost answer cannot write it twice: a 409 says
+        // an earlier attempt applied, and at which version.
+        let url = format!("{}/v1/kv/{sentinel}?prev_version=0", bases[0]);
         if let Ok(r) = h
             .http
             .put(&url)
@@ -595,9 +597,13 @@ async fn check_watchers(
             .send()
             .await
         {
-            if r.status() == 200 {
+            let status = r.status().as_u16();
+            if status == 200 || status == 409 {
                 let v: Value = r.json().await.map_err(|e| e.to_string())?;
-                break v["version"].as_u64().ok_or("no version")?;
+                let field = if status == 200 { "version" } else { "current_version" };
+                // An acknowledged insert like any other, for the set workload's check.
+                set_log.lock().unwrap().acked.push(sentinel.clone());
+                break v[field].as_u64().ok_or("no version")?;
             }
         }
         if Instant::now() > deadline {
