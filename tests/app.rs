@@ -234,16 +234,21 @@ async fn a_stuck_or_panicking_hook_does_not_stall_raft() {
 }
 
 /// Business data shows in `/raft` as `nodes[].bizData` for every node; a closure that
-/// panics gives that node an `error` and `/raft` still answers 200 with every node.
+/// panics or hangs gives that node an `error` and `/raft` still answers 200 with every
+/// node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn biz_data_shows_in_raft_and_a_panicking_closure_is_an_error() {
     static PANIC_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
+    static SLOW_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
     static BUILT: AtomicUsize = AtomicUsize::new(0);
     fn biz(b: braft::NodeBuilder) -> braft::NodeBuilder {
         let n = BUILT.fetch_add(1, Ordering::SeqCst);
         b.biz_data(move || {
             if PANIC_ON.load(Ordering::SeqCst) == n {
                 panic!("biz data unavailable");
+            }
+            if SLOW_ON.load(Ordering::SeqCst) == n {
+                std::thread::sleep(Duration::from_secs(2));
             }
             serde_json::json!({"shard": n, "role": "worker"})
         })
@@ -278,6 +283,21 @@ async fn biz_data_shows_in_raft_and_a_panicking_closure_is_an_error() {
         broken[0]
     );
     assert!(broken[0]["raftState"].is_string(), "the rest of its details still show");
+
+    // A closure that hangs is cut off the same way; /raft still answers.
+    PANIC_ON.store(usize::MAX, Ordering::SeqCst);
+    SLOW_ON.store(2, Ordering::SeqCst);
+    let raft = c.get_json(0, "/raft").await;
+    let nodes = raft["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{raft}");
+    let slow: Vec<&serde_json::Value> = nodes.iter().filter(|n| n.get("bizData").is_none()).collect();
+    assert_eq!(slow.len(), 1, "{raft}");
+    assert!(
+        slow[0]["error"].as_str().unwrap().contains("longer than"),
+        "{}",
+        slow[0]
+    );
+    SLOW_ON.store(usize::MAX, Ordering::SeqCst);
     c.shutdown().await;
 }
 
