@@ -59,6 +59,9 @@ pub fn run() -> ExitCode {
     println!("  curl -X PUT --data 'world' http://127.0.0.1:15002/v1/kv/hello");
     println!("  curl http://127.0.0.1:16002/v1/kv/hello");
     println!("  curl http://127.0.0.1:17002/raft");
+    println!("  curl -N 'http://127.0.0.1:16002/v1/watch?prefix=he'        # changes, live (SSE)");
+    println!("  curl -X PUT -d '{{\"items\":[\"a\",\"b\",\"c\"]}}' http://127.0.0.1:15002/v1/distribute/jobs");
+    println!("  curl http://127.0.0.1:17002/v1/distribute/jobs                # who holds which item");
     println!();
     println!("Press Ctrl-C to stop all three nodes.");
 
