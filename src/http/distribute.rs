@@ -29,16 +29,17 @@ pub(super) async fn put(State(node): State<Node>, Path(key): Path<String>, body:
     Ok(Json(json!({ "version": version })).into_response())
 }
 
+/// The assignment under `key`, or `missing` (404 here, 410 for braft) when none.
+async fn assignment(node: &Node, key: &str, missing: StatusCode) -> ApiResult<crate::distribute::Assignment> {
+    check_key(key)?;
+    node.assignment(key).await?.ok_or_else(|| {
+        ApiError::new(missing, "not_found", format!("nothing is distributed under '{key}'"))
+    })
+}
+
 /// `GET /v1/distribute/{key}`: `{"key", "version", "nodes": {"<node id>": [items]}}`.
 pub(super) async fn get(State(node): State<Node>, Path(key): Path<String>) -> ApiResult<Response> {
-    check_key(&key)?;
-    let Some(a) = node.assignment(&key).await? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("nothing is distributed under '{key}'"),
-        ));
-    };
+    let a = assignment(&node, &key, StatusCode::NOT_FOUND).await?;
     let nodes: BTreeMap<String, Vec<String>> = a.by_node().into_iter().map(|(n, i)| (n.to_string(), i)).collect();
     Ok(Json(json!({ "key": key, "version": a.version, "nodes": nodes })).into_response())
 }
@@ -46,14 +47,7 @@ pub(super) async fn get(State(node): State<Node>, Path(key): Path<String>) -> Ap
 /// braft's `GET /distribute/{key}`: `{"items": [{"id", "nodeId"}]}`, or 410 when the key
 /// is missing, as braft answers.
 pub(super) async fn compat_get(State(node): State<Node>, Path(key): Path<String>) -> ApiResult<Response> {
-    check_key(&key)?;
-    let Some(a) = node.assignment(&key).await? else {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "not_found",
-            format!("nothing is distributed under '{key}'"),
-        ));
-    };
+    let a = assignment(&node, &key, StatusCode::GONE).await?;
     let items: Vec<serde_json::Value> = a
         .items
         .iter()
