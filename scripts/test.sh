@@ -17,6 +17,18 @@ if [ "$(id -u)" = 0 ] && { ! command -v nft >/dev/null || ! command -v ip >/dev/
     echo "could not install nftables/iproute2; the network-namespace test will skip" >&2
   fi
 fi
+# Prometheus's promtool validates /metrics (tests/metrics.rs); as root it is installed
+# from Debian's `prometheus` package when missing, and then required.
+if [ "$(id -u)" = 0 ]; then
+  if ! command -v promtool >/dev/null; then
+    echo "installing prometheus (promtool) for the metrics test" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } ||
+      echo "could not install prometheus; the metrics test will fail" >&2
+  fi
+  export BRAFT_REQUIRE_PROMTOOL=1
+fi
 # Python's official gRPC client, for the reflection test (a client nobody here wrote).
 ./scripts/py-env.sh >/dev/null
 export BRAFT_REQUIRE_PY=1

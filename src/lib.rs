@@ -26,6 +26,7 @@ pub mod error;
 mod grpc;
 pub mod http;
 pub mod kv;
+pub mod metrics;
 pub mod node;
 pub mod pb;
 mod proc_info;

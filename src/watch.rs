@@ -101,6 +101,8 @@ pub(crate) struct WatchHub {
     changed: watch::Sender<u64>,
     max_events: usize,
     max_bytes: usize,
+    /// Watchers alive now (for `braft_watchers`).
+    watchers: std::sync::atomic::AtomicU64,
 }
 
 /// At most this many events are copied out of the history per pull.
@@ -119,6 +121,7 @@ impl WatchHub {
             changed: watch::channel(applied).0,
             max_events: limits.events.max(1),
             max_bytes: limits.bytes,
+            watchers: Default::default(),
         }
     }
 
@@ -170,6 +173,11 @@ impl WatchHub {
         self.lock().applied
     }
 
+    /// How many watchers are open.
+    pub fn watchers(&self) -> u64 {
+        self.watchers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The oldest version a watch may start from.
     pub fn oldest(&self) -> u64 {
         self.lock().oldest
@@ -206,6 +214,7 @@ impl WatchHub {
     ) -> Watcher {
         let mut changed = self.changed.subscribe();
         changed.mark_changed();
+        self.watchers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Watcher {
             hub: self.clone(),
             filter: Filter {
@@ -238,6 +247,12 @@ pub struct Watcher {
     next: u64,
     changed: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.hub.watchers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Watcher {

@@ -248,6 +248,12 @@ async fn braft_compatible_routes() {
             assert!(n.get(f).is_some(), "node entry lacks {f}: {n}");
         }
         assert!(n.get("error").is_none(), "every node answered: {n}");
+        // RFC 3339, like startTime: 2026-12-02T01:02:03.000Z.
+        let built = n["buildTime"].as_str().unwrap();
+        assert!(
+            built.len() == 24 && built.ends_with('Z') && built.as_bytes()[10] == b'T',
+            "{built}"
+        );
     }
     assert_eq!(nodes.iter().filter(|n| n["raftState"] == "Leader").count(), 1);
     for s in raft["raftServers"].as_array().unwrap() {

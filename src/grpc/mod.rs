@@ -3,6 +3,7 @@
 
 mod distribute;
 pub(crate) mod kv;
+mod metrics;
 
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -70,7 +71,9 @@ pub(crate) async fn serve(
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
-    let server = tonic::transport::Server::builder().add_routes(routes);
+    let server = tonic::transport::Server::builder()
+        .layer(metrics::CountLayer(node.inner.metrics.clone()))
+        .add_routes(routes);
     let result = match listener {
         // TCP_NODELAY must be set on the accepted sockets here: the builder's
         // `tcp_nodelay` applies only to listeners tonic binds itself. Without it, Raft's

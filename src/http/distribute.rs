@@ -32,9 +32,9 @@ pub(super) async fn put(State(node): State<Node>, Path(key): Path<String>, body:
 /// The assignment under `key`, or `missing` (404 here, 410 for braft) when none.
 async fn assignment(node: &Node, key: &str, missing: StatusCode) -> ApiResult<crate::distribute::Assignment> {
     check_key(key)?;
-    node.assignment(key).await?.ok_or_else(|| {
-        ApiError::new(missing, "not_found", format!("nothing is distributed under '{key}'"))
-    })
+    node.assignment(key)
+        .await?
+        .ok_or_else(|| ApiError::new(missing, "not_found", format!("nothing is distributed under '{key}'")))
 }
 
 /// `GET /v1/distribute/{key}`: `{"key", "version", "nodes": {"<node id>": [items]}}`.

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 mod distribute;
+mod metrics;
 mod watch;
 pub(crate) use watch::PROGRESS_EVERY;
 
@@ -199,10 +200,12 @@ pub fn router(node: Node) -> Router {
         .route("/distribute/{key}", get(distribute::compat_get))
         .route("/raft", get(raft_status))
         .route("/v1/cluster/autopilot", get(autopilot))
+        .route("/metrics", get(metrics::metrics))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::middleware::from_fn_with_state(node.clone(), applied_index_header))
+        .route_layer(axum::middleware::from_fn_with_state(node.clone(), metrics::record))
         .with_state(node)
 }
 

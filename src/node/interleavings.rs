@@ -229,6 +229,7 @@ async fn a_snapshot_older_than_the_followers_log_is_not_installed() {
         crate::codec::Format::Builtin(crate::codec::Codec::MsgPack),
         Arc::new(MemSnapshotStore::default()),
         Default::default(),
+        Default::default(),
     )
     .unwrap();
     let follower_state = sm.shared();

@@ -20,6 +20,7 @@ pub(crate) mod forward;
 mod identity;
 #[cfg(test)]
 mod interleavings;
+mod metrics;
 pub mod roles;
 pub(crate) mod status;
 mod watching;
@@ -269,7 +270,8 @@ impl NodeBuilder {
             events: config.watch_history,
             bytes: config.watch_history_bytes,
         };
-        let sm = StateMachine::open(self.registry, format, snapshots, watch_limits)?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let sm = StateMachine::open(self.registry, format, snapshots, watch_limits, metrics.clone())?;
         let state = sm.shared();
         let token = crate::auth::ClusterToken::new(config.cluster_token.as_deref()).map_err(|problem| {
             crate::config::ConfigError {
@@ -327,7 +329,9 @@ impl NodeBuilder {
             roles: roles_tx.clone(),
             biz_data: self.biz_data,
             discovery_warnings: Mutex::new(Vec::new()),
+            metrics,
         });
+        metrics::attach(&node_weak(&inner));
         let node = Node { inner };
         if node.inner.config.fault_stale_reads {
             tracing::error!("BRAFT_FAULT_STALE_READS is on: reads are served WITHOUT linearizability (a test fault)");
@@ -484,6 +488,11 @@ pub(crate) struct Inner {
     pub biz_data: Option<status::BizData>,
     /// Advice about the discovery settings, each given once (see `formation`).
     pub discovery_warnings: Mutex<Vec<String>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+fn node_weak(inner: &Arc<Inner>) -> (std::sync::Weak<Inner>, Arc<crate::metrics::Metrics>) {
+    (Arc::downgrade(inner), inner.metrics.clone())
 }
 
 /// A running braft node. Cheap to clone; clones share the node.
@@ -865,7 +874,22 @@ impl Node {
                 unavailable(why)
             }
         };
-        match tokio::time::timeout(remaining, client.forward(crate::pb::Opaque { data })).await {
+        let answer = tokio::time::timeout(remaining, client.forward(crate::pb::Opaque { data })).await;
+        let outcome = match &answer {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(s)) if crate::transport::never_sent(s) => "unavailable",
+            _ if is_write => "indeterminate",
+            _ => "unavailable",
+        };
+        self.inner
+            .metrics
+            .forwarded
+            .get_or_create(&crate::metrics::ForwardLabels {
+                kind: if is_write { "write" } else { "read" },
+                outcome,
+            })
+            .inc();
+        match answer {
             Err(_) => Err(lost(format!("no answer from leader {} in time", leader.rpc_addr))),
             Ok(Err(status)) if crate::transport::never_sent(&status) => Err(unavailable(format!(
                 "cannot reach leader {}: {status}",
@@ -896,7 +920,15 @@ impl Node {
             service: service.clone(),
             payload: payload.clone(),
         };
-        let proposal = match tokio::time::timeout(timeout, self.inner.consensus.propose(request)).await {
+        let m = &self.inner.metrics;
+        m.proposals_pending.inc();
+        let proposal = tokio::time::timeout(timeout, self.inner.consensus.propose(request)).await;
+        m.proposals_pending.dec();
+        match &proposal {
+            Ok(Proposal::Applied { .. }) => m.proposals_committed.inc(),
+            _ => m.proposals_failed.inc(),
+        };
+        let proposal = match proposal {
             Ok(p) => p,
             Err(_) => {
                 return ForwardReply::Indeterminate(format!(

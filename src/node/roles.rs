@@ -97,6 +97,7 @@ impl RoleTracker {
             role: Role::Shutdown,
             term,
             applied_index,
+            leader: None,
         })
         .pop()
     }
@@ -112,6 +113,7 @@ pub(crate) async fn watch_roles(node: Node, tx: watch::Sender<RoleEvent>, hooks:
     let mut roles = node.consensus().role_watch();
     let mut shutdown = node.shutdown_signal();
     let mut tracker = RoleTracker::new(node.id());
+    let mut last_leader = None;
     let publish = |e: RoleEvent| {
         tracing::info!(role = ?e.role, term = e.term, "role changed");
         tx.send_replace(e);
@@ -119,7 +121,13 @@ pub(crate) async fn watch_roles(node: Node, tx: watch::Sender<RoleEvent>, hooks:
         let _ = queue.send(e);
     };
     loop {
-        for e in tracker.observe(roles.view()) {
+        let view = roles.view();
+        // etcd's leader_changes_seen_total: every new leader this node learns of.
+        if view.leader.is_some() && view.leader != last_leader {
+            node.inner.metrics.leader_changes.inc();
+        }
+        last_leader = view.leader.or(last_leader);
+        for e in tracker.observe(view) {
             publish(e);
         }
         tokio::select! {
@@ -178,6 +186,7 @@ mod tests {
             role,
             term,
             applied_index: term * 10,
+            leader: None,
         }
     }
 

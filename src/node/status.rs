@@ -65,7 +65,11 @@ impl Node {
             http_port: port(&self.peer().http_addr),
             app_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: env!("BRAFT_GIT_COMMIT").to_string(),
-            build_time: env!("BRAFT_BUILD_TIME").to_string(),
+            // build.rs records Unix seconds; operators read RFC 3339.
+            build_time: env!("BRAFT_BUILD_TIME")
+                .parse::<i64>()
+                .map(|secs| format_rfc3339(secs * 1000))
+                .unwrap_or_else(|_| env!("BRAFT_BUILD_TIME").to_string()),
             discovery: self.discovery_description(),
             initialized: st.initialized,
             discovery_nodes: self.discovered_peers(),

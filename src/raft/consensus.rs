@@ -102,6 +102,8 @@ pub struct RoleView {
     pub term: u64,
     /// The applied index at that moment.
     pub applied_index: u64,
+    /// The leader this node knows of, if any.
+    pub leader: Option<NodeId>,
 }
 
 /// Follows this node's role through the core's metrics.
@@ -133,6 +135,7 @@ impl RoleWatch {
             role,
             term: m.current_term,
             applied_index: m.last_applied.map_or(0, |l| l.index),
+            leader: m.current_leader,
         }
     }
 }
@@ -341,7 +344,8 @@ impl Consensus {
             id,
             std::sync::Arc::new(raft_config),
             network,
-            super::log::LogAdapter::new(log_store).map_err(|e| format!("starting the log writer: {e}"))?,
+            super::log::LogAdapter::with_fsync_histogram(log_store, Some(sm.shared().metrics.fsync.clone()))
+                .map_err(|e| format!("starting the log writer: {e}"))?,
             sm,
         )
         .await

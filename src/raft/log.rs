@@ -19,6 +19,8 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
+
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -119,13 +121,20 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, Tail> {
 impl LogAdapter {
     /// Wraps `store` and starts its writer thread, which ends once every clone of the
     /// adapter is dropped (and then releases the store).
+    #[cfg(test)]
     pub fn new(store: Arc<dyn LogStore>) -> io::Result<Self> {
+        Self::with_fsync_histogram(store, None)
+    }
+
+    /// [`LogAdapter::new`], timing every durable append (one fsync) into `fsync`.
+    pub fn with_fsync_histogram(store: Arc<dyn LogStore>, fsync: Option<Histogram>) -> io::Result<Self> {
         let (jobs, rx) = mpsc::channel();
         let pending: Pending = Arc::default();
         let w = Writer {
             store: store.clone(),
             pending: pending.clone(),
             failed: None,
+            fsync,
         };
         let inline = if store.runs_inline() {
             Some(Arc::new(Mutex::new((w, rx))))
@@ -207,6 +216,8 @@ struct Writer {
     /// after a failed one would leave a hole in the durable log. Every later job gets
     /// the error, and openraft stops the node.
     failed: Option<String>,
+    /// Where append (fsync) durations go.
+    fsync: Option<Histogram>,
 }
 
 impl Writer {
@@ -258,7 +269,12 @@ impl Writer {
                             .flat_map(|(es, _)| es.iter().map(|(i, b)| (*i, b.as_slice())))
                             .collect();
                         let store = self.store.clone();
-                        Self::guarded(&mut || store.append(&raw))
+                        let started = std::time::Instant::now();
+                        let r = Self::guarded(&mut || store.append(&raw));
+                        if let Some(h) = &self.fsync {
+                            h.observe(started.elapsed().as_secs_f64());
+                        }
+                        r
                     }
                 };
                 match &result {
@@ -491,6 +507,7 @@ mod tests {
                 Registry::default(),
                 crate::codec::Format::Builtin(Codec::MsgPack),
                 Arc::new(MemSnapshotStore::default()),
+                Default::default(),
                 Default::default(),
             )
             .unwrap();

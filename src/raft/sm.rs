@@ -88,6 +88,8 @@ pub struct SharedState {
     pub codec: Format,
     /// The recent events of the applied log, for watchers.
     pub(crate) watch: Arc<WatchHub>,
+    /// This node's metrics (applies, snapshots; the log writer's fsyncs).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl SharedState {
@@ -141,6 +143,7 @@ impl StateMachine {
         codec: Format,
         snapshots: Arc<dyn SnapshotStore>,
         watch_limits: crate::watch::Limits,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> io::Result<Self> {
         let mut applied = Applied {
             last_applied: None,
@@ -158,6 +161,7 @@ impl StateMachine {
                 state: RwLock::new(applied),
                 codec,
                 watch,
+                metrics,
             }),
             snapshots,
         })
@@ -183,18 +187,21 @@ fn restore_into(applied: &mut Applied, body: &SnapshotBody) -> io::Result<()> {
 pub struct SnapshotBuilder {
     image: io::Result<SnapshotBody>,
     snapshots: Arc<dyn SnapshotStore>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         let body = std::mem::replace(&mut self.image, Err(invalid("snapshot already built")))?;
         let bytes = encode_snapshot(&body)?;
         let store = self.snapshots.clone();
         let to_save = bytes.clone();
         let index = body.meta.last_log_id.map_or(0, |l| l.index);
         let kept = crate::store::snapshot::on_store(store, move |s| s.save(index, &to_save)).await?;
+        self.metrics.snapshot.observe(started.elapsed().as_secs_f64());
         if kept {
             tracing::info!(last_log_id = ?body.meta.last_log_id, bytes = bytes.len(), "snapshot built");
         } else {
@@ -221,7 +228,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let codec = self.shared.codec.clone();
+        let started = std::time::Instant::now();
+        let mut applied = 0u64;
         while let Some(item) = entries.next().await {
+            applied += 1;
             let (entry, responder) = item?;
             let response = {
                 let mut g = self.shared.write();
@@ -253,6 +263,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 r.send(response);
             }
         }
+        let m = &self.shared.metrics;
+        m.proposals_applied.inc_by(applied);
+        m.apply.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -283,6 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             image,
             snapshots: self.snapshots.clone(),
+            metrics: self.shared.metrics.clone(),
         }
     }
 
