@@ -148,3 +148,76 @@ async fn the_series_move_with_the_cluster_and_promtool_accepts_them() {
     }
     c.shutdown().await;
 }
+
+/// A real Prometheus server (Debian's `prometheus`, which scripts/test.sh installs)
+/// scrapes a 3-node cluster, and its query API answers `braft_has_leader` for all three
+/// and `braft_is_leader` for exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_server_scrapes_the_cluster() {
+    if !common::lab::have("prometheus") {
+        assert!(
+            std::env::var_os("BRAFT_REQUIRE_PROMTOOL").is_none(),
+            "BRAFT_REQUIRE_PROMTOOL is set but the prometheus server is missing"
+        );
+        eprintln!("skipping: no prometheus server (apt-get install prometheus)");
+        return;
+    }
+    let _g = serial().await;
+    let c = Cluster::start(3, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    let dir = tempfile::tempdir().unwrap();
+    let targets: Vec<String> = c.members.iter().map(|m| format!("'{}'", m.http)).collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: braft\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    // A port the OS picks, handed to Prometheus (it cannot take port 0).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    let query = |q: &str| {
+        let url = format!("http://127.0.0.1:{port}/api/v1/query?query={q}");
+        let client = c.client.clone();
+        async move {
+            let v: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+            let results = v["data"]["result"].as_array()?.clone();
+            Some(
+                results
+                    .iter()
+                    .map(|r| r["value"][1].as_str().unwrap_or("").to_string())
+                    .collect::<Vec<String>>(),
+            )
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    let ok = loop {
+        let has = query("braft_has_leader").await;
+        let is = query("braft_is_leader").await;
+        if let (Some(has), Some(is)) = (&has, &is) {
+            if has.len() == 3 && has.iter().all(|v| v == "1") && is.iter().filter(|v| *v == "1").count() == 1 {
+                break true;
+            }
+        }
+        last = Some((has, is));
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ok, "Prometheus never saw 3 nodes with a leader: {last:?}");
+    c.shutdown().await;
+}
