@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+mod cluster;
 mod distribute;
 mod metrics;
 mod watch;
@@ -200,6 +201,8 @@ pub fn router(node: Node) -> Router {
         .route("/distribute/{key}", get(distribute::compat_get))
         .route("/raft", get(raft_status))
         .route("/v1/cluster/autopilot", get(autopilot))
+        .route("/v1/cluster/members", get(cluster::members))
+        .route("/v1/cluster/snapshot", axum::routing::post(cluster::snapshot))
         .route("/metrics", get(metrics::metrics))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))

@@ -566,6 +566,27 @@ impl Node {
         self.inner.consensus.snapshot().await.map_err(Error::Fatal)
     }
 
+    /// Takes a snapshot now and waits until it covers everything applied when asked;
+    /// returns its index.
+    pub async fn snapshot_now(&self) -> Result<u64, Error> {
+        let target = self.status().applied_index;
+        self.snapshot().await?;
+        let deadline = Instant::now() + self.inner.config.request_timeout();
+        loop {
+            let at = self.status().snapshot_index;
+            if at >= target {
+                return Ok(at);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable {
+                    reason: format!("the snapshot did not reach index {target} in time (at {at})"),
+                    leader: None,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Whether this node is the leader right now.
     pub fn is_leader(&self) -> bool {
         self.status().is_leader()
