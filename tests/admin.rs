@@ -31,9 +31,8 @@ async fn members_from_any_node_and_a_snapshot_on_demand() {
     let members = v["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{v}");
     for m in members {
-        let i = (0..3)
-            .find(|i| c.node(*i).id().to_string() == m["id"])
-            .expect("a known member");
+        let id: u64 = m["id"].as_str().unwrap().parse().unwrap();
+        let i = (0..3).find(|i| c.node(*i).id() == id).expect("a known member");
         assert_eq!(m["rpcAddr"], c.node(i).peer().rpc_addr, "{m}");
         assert_eq!(m["httpAddr"], c.node(i).peer().http_addr, "{m}");
         assert_eq!(m["suffrage"], "voter");
