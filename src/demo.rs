@@ -1,5 +1,6 @@
 //! `braft demo`: three child processes of this binary on 127.0.0.1, the URLs and a few
-//! curl commands, and a clean stop of all three on Ctrl-C.
+//! curl commands, and a clean stop of all three on Ctrl-C. Each node logs to
+//! `braft-data/<port>/node.log`, so the terminal shows only the banner.
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +26,14 @@ pub fn run() -> ExitCode {
             .env("BRAFT_HPORT", (port + 2).to_string())
             .env("BRAFT_DATA_DIR", format!("braft-data/{port}"))
             .stdin(Stdio::null());
+        // Each node's log goes to its data directory; interleaved on the terminal, three
+        // nodes' logs bury the banner.
+        match node_log(port) {
+            Ok((out, err)) => {
+                cmd.stdout(out).stderr(err);
+            }
+            Err(e) => eprintln!("braft demo: cannot open braft-data/{port}/node.log ({e}); logging here"),
+        }
         // The aliases would override nothing, but a stray one in the caller's
         // environment should not either.
         for alias in ["BDI", "BIP", "BRP", "BHP", "BRAFT_CONFIG"] {
@@ -44,9 +53,9 @@ pub fn run() -> ExitCode {
     let ready = wait_ready(Duration::from_secs(15));
     println!();
     if ready {
-        println!("braft demo: a 3-node cluster is up (data in ./braft-data/).");
+        println!("braft demo: a 3-node cluster is up (data and logs in ./braft-data/<port>/).");
     } else {
-        println!("braft demo: the nodes are starting (not ready yet); see their logs above.");
+        println!("braft demo: the nodes are starting (not ready yet); see ./braft-data/<port>/node.log.");
     }
     for port in PORTS {
         println!(
@@ -79,6 +88,17 @@ pub fn run() -> ExitCode {
     println!("\nbraft demo: stopping...");
     stop(&mut children);
     ExitCode::SUCCESS
+}
+
+/// Opens `braft-data/<port>/node.log` for appending, as the child's stdout and stderr.
+fn node_log(port: u16) -> std::io::Result<(Stdio, Stdio)> {
+    let dir = std::path::PathBuf::from(format!("braft-data/{port}"));
+    std::fs::create_dir_all(&dir)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))?;
+    Ok((Stdio::from(f.try_clone()?), Stdio::from(f)))
 }
 
 /// Polls node 1's `/ready` with a bare HTTP/1.0 request (no client library needed).
