@@ -176,6 +176,14 @@ impl pb::raft_server::Raft for PeerService {
         }))
     }
 
+    async fn admin(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        let op: crate::node::admin::AdminOp = wire::decode(&req.into_inner().data)?;
+        let reply = self.node.handle_admin(op).await;
+        Ok(Response::new(pb::Opaque {
+            data: wire::encode(&reply)?,
+        }))
+    }
+
     async fn autopilot(&self, _req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
         Ok(Response::new(pb::Opaque {
             data: wire::encode(&self.node.autopilot_report())?,

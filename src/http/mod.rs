@@ -201,7 +201,14 @@ pub fn router(node: Node) -> Router {
         .route("/distribute/{key}", get(distribute::compat_get))
         .route("/raft", get(raft_status))
         .route("/v1/cluster/autopilot", get(autopilot))
-        .route("/v1/cluster/members", get(cluster::members))
+        .route("/v1/cluster/members", get(cluster::members).post(cluster::add))
+        .route("/v1/cluster/members/{id}", axum::routing::delete(cluster::remove))
+        .route(
+            "/v1/cluster/members/{id}/promote",
+            axum::routing::post(cluster::promote),
+        )
+        .route("/v1/cluster/members/{id}/demote", axum::routing::post(cluster::demote))
+        .route("/v1/cluster/leader", axum::routing::post(cluster::transfer))
         .route("/v1/cluster/snapshot", axum::routing::post(cluster::snapshot))
         .route("/metrics", get(metrics::metrics))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))

@@ -13,6 +13,7 @@
 //! Writes and reads may be sent to any node: a follower forwards them to the leader over
 //! gRPC, retrying with backoff through elections until the request timeout.
 
+pub mod admin;
 pub mod autopilot;
 mod distribute;
 mod formation;

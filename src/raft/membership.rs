@@ -1,5 +1,5 @@
 //! The one gate every membership change passes: join, leave, autopilot (promote, remove,
-//! finish a joint configuration) and, when it comes, the admin API.
+//! finish a joint configuration) and the admin API (add, promote, demote, remove).
 //!
 //! Why a gate of our own: openraft lets a change through whenever `RaftCore` still holds a
 //! `Leader`, and a leader whose removal has just committed still holds one until its
@@ -42,6 +42,8 @@ pub enum MembershipChange {
     Promote(BTreeSet<NodeId>),
     /// A voter leaves the cluster altogether.
     RemoveVoter(NodeId),
+    /// A voter becomes a learner: it keeps the log, and no longer votes.
+    Demote(NodeId),
     /// A learner leaves the cluster.
     RemoveLearner(NodeId),
     /// A committed joint configuration whose second step never came (its proposer lost
@@ -56,6 +58,7 @@ impl std::fmt::Display for MembershipChange {
             MembershipChange::UpdatePeer { id, peer } => write!(f, "move member {id} to {}", peer.rpc_addr),
             MembershipChange::Promote(ids) => write!(f, "promote {ids:?}"),
             MembershipChange::RemoveVoter(id) => write!(f, "remove voter {id}"),
+            MembershipChange::Demote(id) => write!(f, "demote voter {id}"),
             MembershipChange::RemoveLearner(id) => write!(f, "remove learner {id}"),
             MembershipChange::FinishJoint => write!(f, "finish the joint configuration"),
         }
@@ -152,6 +155,8 @@ pub(crate) async fn change_as_observed(
         MembershipChange::UpdatePeer { id, peer } => (ChangeMembers::SetNodes(BTreeMap::from([(id, peer)])), false),
         MembershipChange::Promote(ids) => (ChangeMembers::AddVoterIds(ids), false),
         MembershipChange::RemoveVoter(id) => (ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+        // Retained: the removed voter stays on as a learner.
+        MembershipChange::Demote(id) => (ChangeMembers::RemoveVoters(BTreeSet::from([id])), true),
         MembershipChange::RemoveLearner(id) => (ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
         // Adding no voters to a joint configuration yields its new voter set.
         MembershipChange::FinishJoint => (ChangeMembers::AddVoterIds(BTreeSet::new()), false),

@@ -1,0 +1,240 @@
+//! The admin API's operations: membership by hand (add a learner, promote, demote,
+//! remove) and leadership transfer. They run on the leader, through the same membership
+//! gate as autopilot (one change at a time), plus the quorum rule autopilot keeps: a
+//! voter is demoted or removed only while the healthy voters left are a majority of the
+//! voters left. Any node accepts them and forwards to the leader over the peer protocol,
+//! as writes are forwarded. Each is idempotent: asking for the state that already holds
+//! answers success and changes nothing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::Node;
+use crate::error::Error;
+use crate::raft::membership::{MembershipChange, MembershipError};
+use crate::raft::{wire, NodeId, Peer};
+
+/// One admin operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOp {
+    /// A new member that receives the log but does not vote (promote it later).
+    AddLearner {
+        id: NodeId,
+        peer: Peer,
+    },
+    Promote(NodeId),
+    Demote(NodeId),
+    /// Removes a voter or a learner.
+    Remove(NodeId),
+    /// Hands leadership to `to`, or to a healthy voter of the leader's choice.
+    TransferLeader {
+        to: Option<NodeId>,
+    },
+}
+
+/// What the leader answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum AdminReply {
+    Done(String),
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// Retrying will not help until the cluster changes (409).
+    Refused(String),
+    /// Another change is in flight: retried until the request timeout, then 409.
+    Busy(String),
+    Failed(String),
+}
+
+/// Why an admin operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Refused as unsafe or impossible; nothing changed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Another membership change kept this one out until the timeout; nothing changed.
+    #[error("busy: {0}")]
+    Busy(String),
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+impl Node {
+    /// Runs an admin operation on the leader (forwarding it there from a follower) and
+    /// returns what happened, in words.
+    pub async fn admin(&self, op: AdminOp) -> Result<String, AdminError> {
+        let deadline = Instant::now() + self.inner.config.request_timeout();
+        let mut why = String::from("no leader elected");
+        loop {
+            let (leader, peer) = self.consensus().leader();
+            let reply = match (leader, peer) {
+                (Some(l), _) if l == self.id() => Some(self.handle_admin(op.clone()).await),
+                (Some(_), Some(p)) => match self.forward_admin(&p, &op).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        why = e;
+                        None
+                    }
+                },
+                _ => None,
+            };
+            match reply {
+                Some(AdminReply::Done(d)) => return Ok(d),
+                Some(AdminReply::Refused(r)) => return Err(AdminError::Refused(r)),
+                Some(AdminReply::Failed(f)) => return Err(Error::Fatal(f).into()),
+                Some(AdminReply::Busy(b)) if Instant::now() + Duration::from_millis(100) >= deadline => {
+                    return Err(AdminError::Busy(b))
+                }
+                Some(AdminReply::Busy(b)) => why = b,
+                Some(AdminReply::NotLeader { .. }) => why = "the leader changed".into(),
+                None => {}
+            }
+            if self.is_shutting_down() {
+                return Err(Error::ShuttingDown.into());
+            }
+            if Instant::now() + Duration::from_millis(100) >= deadline {
+                return Err(Error::Unavailable {
+                    reason: format!("no leader took the admin operation in time: {why}"),
+                    leader: None,
+                }
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn forward_admin(&self, leader: &Peer, op: &AdminOp) -> Result<AdminReply, String> {
+        let mut client = self
+            .inner
+            .pool
+            .raft_client(&leader.rpc_addr)
+            .map_err(|e| e.to_string())?;
+        let data = wire::encode(op).map_err(|e| e.to_string())?;
+        let timeout = self.inner.config.request_timeout();
+        let resp = tokio::time::timeout(timeout, client.admin(crate::pb::Opaque { data }))
+            .await
+            .map_err(|_| format!("leader {} did not answer in time", leader.rpc_addr))?
+            .map_err(|s| format!("leader {}: {}", leader.rpc_addr, s.message()))?;
+        wire::decode(&resp.into_inner().data).map_err(|e| e.to_string())
+    }
+
+    /// Runs `op` here, as leader.
+    pub(crate) async fn handle_admin(&self, op: AdminOp) -> AdminReply {
+        let st = self.status();
+        if !st.is_leader() {
+            return AdminReply::NotLeader {
+                leader: st.leader.filter(|l| *l != self.id()),
+            };
+        }
+        let change = match op {
+            AdminOp::AddLearner { id, peer } => match st.members.get(&id) {
+                Some(p) if *p == peer => return AdminReply::Done(format!("{id} is already a member")),
+                Some(p) => {
+                    return AdminReply::Refused(format!(
+                        "member {id} exists at {}; remove it first to move it",
+                        p.rpc_addr
+                    ))
+                }
+                None => MembershipChange::AddLearner { id, peer },
+            },
+            AdminOp::Promote(id) if !st.members.contains_key(&id) => {
+                return AdminReply::Refused(format!("{id} is not a member; add it as a learner first"))
+            }
+            AdminOp::Promote(id) if st.voters.contains(&id) => {
+                return AdminReply::Done(format!("{id} is already a voter"))
+            }
+            AdminOp::Promote(id) => MembershipChange::Promote(BTreeSet::from([id])),
+            AdminOp::Demote(id) if !st.members.contains_key(&id) => {
+                return AdminReply::Refused(format!("{id} is not a member"))
+            }
+            AdminOp::Demote(id) if !st.voters.contains(&id) => {
+                return AdminReply::Done(format!("{id} is already a learner"))
+            }
+            AdminOp::Remove(id) if !st.members.contains_key(&id) => {
+                return AdminReply::Done(format!("{id} is not a member"))
+            }
+            AdminOp::Demote(id) | AdminOp::Remove(id) if id == self.id() => {
+                return AdminReply::Refused(format!("{id} is the leader; transfer leadership first"))
+            }
+            AdminOp::Demote(id) | AdminOp::Remove(id) if st.voters.contains(&id) => {
+                if let Err(why) = self.keeps_a_quorum(&st, id) {
+                    return AdminReply::Refused(why);
+                }
+                match op {
+                    AdminOp::Demote(_) => MembershipChange::Demote(id),
+                    _ => MembershipChange::RemoveVoter(id),
+                }
+            }
+            // (A learner's demote was answered above.)
+            AdminOp::Demote(id) => return AdminReply::Done(format!("{id} is already a learner")),
+            AdminOp::Remove(id) => MembershipChange::RemoveLearner(id),
+            AdminOp::TransferLeader { to } => return self.transfer(&st, to).await,
+        };
+        let what = change.to_string();
+        match self.consensus().change_membership(change).await {
+            Ok(()) => AdminReply::Done(format!("done: {what}")),
+            Err(MembershipError::NotLeader { leader }) => AdminReply::NotLeader { leader },
+            Err(MembershipError::Busy(b)) => AdminReply::Busy(b),
+            Err(MembershipError::Refused(r)) => AdminReply::Refused(r),
+            Err(MembershipError::Failed(f)) => AdminReply::Failed(f),
+        }
+    }
+
+    /// Whether the voters left after `leaving` goes still have a healthy majority. A voter
+    /// is healthy while it has acknowledged this leader within the maximum election
+    /// timeout (autopilot's rule).
+    fn keeps_a_quorum(&self, st: &crate::RaftStatus, leaving: NodeId) -> Result<(), String> {
+        let cfg = &self.inner.config;
+        let limit = Duration::from_millis(cfg.election_timeout_ms + cfg.election_timeout_ms / 2);
+        let healthy = |id: &NodeId| {
+            *id == self.id() || st.last_ack.get(id).copied().flatten().is_some_and(|d| d <= limit)
+        };
+        let voters = &st.voters;
+        let left: Vec<&NodeId> = voters.iter().filter(|v| **v != leaving).collect();
+        let healthy_left = left.iter().filter(|v| healthy(v)).count();
+        if left.is_empty() || healthy_left * 2 <= left.len() {
+            return Err(format!(
+                "without {leaving}, {healthy_left} of {} voters would be healthy: below a quorum",
+                left.len()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn transfer(&self, st: &crate::RaftStatus, to: Option<NodeId>) -> AdminReply {
+        let to = match to {
+            Some(id) if id == self.id() => return AdminReply::Done(format!("{id} already leads")),
+            Some(id) if !st.voters.contains(&id) => {
+                return AdminReply::Refused(format!("{id} is not a voter; only a voter can lead"))
+            }
+            Some(id) => id,
+            None => {
+                // The voter that acknowledged most recently.
+                let best = st
+                    .voters
+                    .iter()
+                    .filter(|v| **v != self.id())
+                    .filter_map(|v| Some((st.last_ack.get(v).copied().flatten()?, *v)))
+                    .min();
+                match best {
+                    Some((_, id)) => id,
+                    None => return AdminReply::Refused("no other voter is reachable".into()),
+                }
+            }
+        };
+        if let Err(e) = self.consensus().transfer_leader(to).await {
+            return AdminReply::Failed(e);
+        }
+        let deadline = Instant::now() + self.inner.config.request_timeout();
+        while Instant::now() < deadline {
+            if self.status().leader == Some(to) {
+                return AdminReply::Done(format!("{to} now leads"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        AdminReply::Failed(format!("{to} did not take over in time"))
+    }
+}
