@@ -41,6 +41,17 @@ async fn members_from_any_node_and_a_snapshot_on_demand() {
         assert!(m["matchIndex"].as_u64().is_some() && m["lastContactMs"].as_u64().is_some());
     }
 
+    // Every replica's state hash at one applied index: they agree.
+    let r = c.client.get(c.url(follower, "/v1/cluster/hash")).send().await.unwrap();
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["agree"], true);
+    assert!(v["index"].as_u64().unwrap() >= 20);
+    let hashes: Vec<&serde_json::Value> = v["members"].as_array().unwrap().iter().map(|m| &m["hash"]).collect();
+    assert_eq!(hashes.len(), 3);
+    assert!(hashes.iter().all(|h| h.is_u64() && *h == hashes[0]), "{v}");
+
     let applied = c.node(follower).applied_index();
     let r = c
         .client

@@ -184,6 +184,13 @@ impl pb::raft_server::Raft for PeerService {
         }))
     }
 
+    async fn state_hash(&self, _req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        let hash = self.node.state_hash().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::Opaque {
+            data: wire::encode(&hash)?,
+        }))
+    }
+
     async fn autopilot(&self, _req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
         Ok(Response::new(pb::Opaque {
             data: wire::encode(&self.node.autopilot_report())?,

@@ -65,6 +65,19 @@ pub(super) async fn members(State(node): State<Node>) -> ApiResult<Response> {
     .into_response())
 }
 
+/// `GET /v1/cluster/hash`: every member's state hash at a common applied index; 200
+/// when they agree, 409 naming the members that disagree (or that the members never
+/// lined up at one index).
+pub(super) async fn hash(State(node): State<Node>) -> Response {
+    let check = node.cluster_hash().await;
+    let status = if check.agree {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    (status, Json(check)).into_response()
+}
+
 /// `POST /v1/cluster/snapshot`: snapshots this node's state and purges its log now;
 /// answers `{"index": N}` once the snapshot covers what was applied when asked.
 pub(super) async fn snapshot(State(node): State<Node>) -> ApiResult<Response> {

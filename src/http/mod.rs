@@ -209,6 +209,7 @@ pub fn router(node: Node) -> Router {
         )
         .route("/v1/cluster/members/{id}/demote", axum::routing::post(cluster::demote))
         .route("/v1/cluster/leader", axum::routing::post(cluster::transfer))
+        .route("/v1/cluster/hash", get(cluster::hash))
         .route("/v1/cluster/snapshot", axum::routing::post(cluster::snapshot))
         .route("/metrics", get(metrics::metrics))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))

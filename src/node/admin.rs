@@ -189,9 +189,8 @@ impl Node {
     fn keeps_a_quorum(&self, st: &crate::RaftStatus, leaving: NodeId) -> Result<(), String> {
         let cfg = &self.inner.config;
         let limit = Duration::from_millis(cfg.election_timeout_ms + cfg.election_timeout_ms / 2);
-        let healthy = |id: &NodeId| {
-            *id == self.id() || st.last_ack.get(id).copied().flatten().is_some_and(|d| d <= limit)
-        };
+        let healthy =
+            |id: &NodeId| *id == self.id() || st.last_ack.get(id).copied().flatten().is_some_and(|d| d <= limit);
         let voters = &st.voters;
         let left: Vec<&NodeId> = voters.iter().filter(|v| **v != leaving).collect();
         let healthy_left = left.iter().filter(|v| healthy(v)).count();

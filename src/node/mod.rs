@@ -18,6 +18,7 @@ pub mod autopilot;
 mod distribute;
 mod formation;
 pub(crate) mod forward;
+pub mod hash;
 mod identity;
 #[cfg(test)]
 mod interleavings;

@@ -73,7 +73,7 @@ pub struct Applied {
 }
 
 /// See [`SharedState::hash`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StateHash {
     pub applied_index: u64,
