@@ -221,3 +221,53 @@ async fn a_prometheus_server_scrapes_the_cluster() {
     assert!(ok, "Prometheus never saw 3 nodes with a leader: {last:?}");
     c.shutdown().await;
 }
+
+/// Every series the shipped Grafana dashboard (`deploy/grafana/braft.json`) queries is
+/// one a node serves: a renamed metric cannot silently blank a panel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_series_that_exist() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/braft.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find(['b', 'p']) {
+                let word: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if word.starts_with("braft_") || word.starts_with("process_") {
+                    names.insert(word.clone());
+                }
+                rest = &rest[at + word.len().max(1)..];
+            }
+        }
+    }
+    assert!(names.len() >= 15, "{names:?}");
+    let _g = serial().await;
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(LIMIT).await;
+    c.put_ok(leader, "k", "v").await;
+    c.put_ok((leader + 1) % 3, "forwarded", "v").await;
+    c.wait_for("the leader's first autopilot round", LIMIT, |c| {
+        c.node(leader).autopilot_report().servers.len() == 3
+    })
+    .await;
+    let _watch = c.node(leader).watch("", None);
+    c.node(leader).snapshot_now().await.unwrap();
+    // Some series live on the leader (peers, autopilot), some on followers (forwarding).
+    let text = futures::future::join_all((0..3).map(|i| scrape(&c, i)))
+        .await
+        .join("\n");
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !text.lines().any(|l| !l.starts_with('#') && l.starts_with(n.as_str())))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries series no node serves: {missing:?}"
+    );
+    c.shutdown().await;
+}
