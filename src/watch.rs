@@ -64,6 +64,19 @@ pub enum WatchError {
     Closed,
 }
 
+/// How long a served watch (SSE, gRPC) goes idle before a progress message: under the
+/// promised 5 s.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// What a served watch sends next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchItem {
+    /// The events of one or more whole entries.
+    Events(Vec<WatchEvent>),
+    /// Nothing matched: every change through this version has been delivered.
+    Progress(u64),
+}
+
 /// A stream of events, for applications that embed a node ([`crate::Node::watch`]).
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, WatchError>> + Send>>;
 
@@ -280,6 +293,26 @@ impl Watcher {
                 r = self.changed.changed() => if r.is_err() { return Err(WatchError::Closed) },
                 _ = self.shutdown.changed() => {}
             }
+        }
+    }
+
+    /// What is there now: events, or progress naming the version the watch stands at.
+    /// Entries without events never wake a watcher, so this also catches its cursor up.
+    pub fn now(&mut self) -> Result<WatchItem, WatchError> {
+        let events = self.poll_now()?;
+        Ok(if events.is_empty() {
+            WatchItem::Progress(self.progress())
+        } else {
+            WatchItem::Events(events)
+        })
+    }
+
+    /// The next events, or progress once `idle` passes without any: what a served
+    /// watch sends.
+    pub async fn next_or_progress(&mut self, idle: std::time::Duration) -> Result<WatchItem, WatchError> {
+        match tokio::time::timeout(idle, self.next_batch()).await {
+            Ok(batch) => batch.map(WatchItem::Events),
+            Err(_) => self.now(),
         }
     }
 

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
 use crate::node::{Consistency, Node};
 use crate::pb;
-use crate::watch::{EventKind, WatchError, Watcher};
+use crate::watch::{EventKind, WatchError, WatchItem, Watcher, PROGRESS_EVERY};
 
 /// The default and the largest `limit` of a listing (as on HTTP).
 const LIST_DEFAULT: u32 = 1000;
@@ -189,19 +189,9 @@ impl pb::kv_server::Kv for KvGrpc {
         // The first message comes at once: the events already there, or progress naming
         // the version the watch starts after (so a client that asked for "the next
         // change" knows where to resume), or `compacted`.
-        let first = match watcher.poll_now() {
-            Ok(events) if !events.is_empty() => (events_message(events), false),
-            Ok(_) => (
-                pb::WatchResponse {
-                    progress_version: watcher.progress(),
-                    ..Default::default()
-                },
-                false,
-            ),
-            Err(e) => match end_message(e) {
-                Some(m) => (m, true),
-                None => return Err(Status::unavailable("the node is shutting down")),
-            },
+        let first = match message(watcher.now()) {
+            Some(first) => first,
+            None => return Err(Status::unavailable("the node is shutting down")),
         };
         let rest = futures::stream::unfold((watcher, first.1), |(mut w, done)| async move {
             if done {
@@ -250,21 +240,20 @@ fn end_message(e: WatchError) -> Option<pb::WatchResponse> {
 /// The next message of a watch, and whether the stream ends after it; `None` when it
 /// ends now (the node is shutting down).
 async fn next_message(w: &mut Watcher) -> Option<(pb::WatchResponse, bool)> {
-    match tokio::time::timeout(crate::http::PROGRESS_EVERY, w.next_batch()).await {
-        Ok(Ok(batch)) => Some((events_message(batch), false)),
-        Ok(Err(e)) => end_message(e).map(|m| (m, true)),
-        // Idle: catch the cursor up (entries without events do not wake a watcher),
-        // then report how far it got.
-        Err(_) => match w.poll_now() {
-            Ok(batch) if !batch.is_empty() => Some((events_message(batch), false)),
-            Ok(_) => Some((
-                pb::WatchResponse {
-                    progress_version: w.progress(),
-                    ..Default::default()
-                },
-                false,
-            )),
-            Err(e) => end_message(e).map(|m| (m, true)),
-        },
+    message(w.next_or_progress(PROGRESS_EVERY).await)
+}
+
+/// A watch item as a message, and whether the stream ends after it.
+fn message(item: Result<WatchItem, WatchError>) -> Option<(pb::WatchResponse, bool)> {
+    match item {
+        Ok(WatchItem::Events(batch)) => Some((events_message(batch), false)),
+        Ok(WatchItem::Progress(version)) => Some((
+            pb::WatchResponse {
+                progress_version: version,
+                ..Default::default()
+            },
+            false,
+        )),
+        Err(e) => end_message(e).map(|m| (m, true)),
     }
 }

@@ -18,7 +18,6 @@ mod cluster;
 mod distribute;
 mod metrics;
 mod watch;
-pub(crate) use watch::PROGRESS_EVERY;
 
 use std::time::Duration;
 

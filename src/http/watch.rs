@@ -8,7 +8,6 @@
 //! "oldest": M}` and the stream ends; resume from M, or re-read and watch from there.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -20,10 +19,7 @@ use serde_json::json;
 
 use super::{ApiError, ApiResult, Params};
 use crate::node::Node;
-use crate::watch::{EventKind, WatchError, WatchEvent, Watcher};
-
-/// How long an idle stream goes without a progress event (under the promised 5 s).
-pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(4);
+use crate::watch::{EventKind, WatchError, WatchEvent, WatchItem, Watcher, PROGRESS_EVERY};
 
 /// The start version of a watch request: `Last-Event-ID` (a reconnect: resume after
 /// it) wins over `from`; neither means "the next change".
@@ -70,30 +66,17 @@ pub(super) async fn watch(State(node): State<Node>, q: Params, headers: HeaderMa
 /// The next SSE events of a watcher, and whether the stream ends after them; `None`
 /// when it ends now (the node is shutting down).
 async fn next_events(w: &mut Watcher) -> Option<(Vec<Result<Event, Infallible>>, bool)> {
-    match tokio::time::timeout(PROGRESS_EVERY, w.next_batch()).await {
-        Ok(Ok(batch)) => Some((batch.iter().map(|e| Ok(sse_event(e))).collect(), false)),
-        Ok(Err(e)) => ended(e).await,
-        // Idle: catch the cursor up (entries without events do not wake a watcher),
-        // then report how far it got.
-        Err(_) => match w.poll_now() {
-            Ok(batch) if !batch.is_empty() => Some((batch.iter().map(|e| Ok(sse_event(e))).collect(), false)),
-            Ok(_) => {
-                let data = json!({"version": w.progress()}).to_string();
-                Some((vec![Ok(Event::default().event("progress").data(data))], false))
-            }
-            Err(e) => ended(e).await,
-        },
-    }
-}
-
-/// The last events of a stream that ends with `e`.
-async fn ended(e: WatchError) -> Option<(Vec<Result<Event, Infallible>>, bool)> {
-    match e {
-        WatchError::Compacted { oldest } => {
+    match w.next_or_progress(PROGRESS_EVERY).await {
+        Ok(WatchItem::Events(batch)) => Some((batch.iter().map(|e| Ok(sse_event(e))).collect(), false)),
+        Ok(WatchItem::Progress(version)) => {
+            let data = json!({ "version": version }).to_string();
+            Some((vec![Ok(Event::default().event("progress").data(data))], false))
+        }
+        Err(WatchError::Compacted { oldest }) => {
             let data = json!({"code": "compacted", "oldest": oldest}).to_string();
             Some((vec![Ok(Event::default().event("error").data(data))], true))
         }
-        WatchError::Closed => None,
+        Err(WatchError::Closed) => None,
     }
 }
 

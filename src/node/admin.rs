@@ -187,8 +187,7 @@ impl Node {
     /// is healthy while it has acknowledged this leader within the maximum election
     /// timeout (autopilot's rule).
     fn keeps_a_quorum(&self, st: &crate::RaftStatus, leaving: NodeId) -> Result<(), String> {
-        let cfg = &self.inner.config;
-        let limit = Duration::from_millis(cfg.election_timeout_ms + cfg.election_timeout_ms / 2);
+        let limit = self.inner.config.election_timeout_max();
         let healthy =
             |id: &NodeId| *id == self.id() || st.last_ack.get(id).copied().flatten().is_some_and(|d| d <= limit);
         let voters = &st.voters;

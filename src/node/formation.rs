@@ -303,21 +303,40 @@ fn save_promise(dir: &std::path::Path, id: NodeId) -> std::io::Result<()> {
 }
 
 async fn hello(node: &Node, addr: &str) -> Option<HelloReply> {
-    let mut client = node.inner.pool.raft_client(addr).ok()?;
-    let data = wire::encode(&HelloRequest {
+    match probe(node, addr).await {
+        Probe::Answered(reply) => reply,
+        Probe::Refused => {
+            Box::pin(hint_raft_port(node, addr)).await;
+            None
+        }
+        Probe::Failed => None,
+    }
+}
+
+/// What one formation probe found.
+enum Probe {
+    /// A braft node answered (its reply, if it decoded).
+    Answered(Option<HelloReply>),
+    /// Nothing accepts connections there.
+    Refused,
+    Failed,
+}
+
+async fn probe(node: &Node, addr: &str) -> Probe {
+    let Ok(mut client) = node.inner.pool.raft_client(addr) else {
+        return Probe::Failed;
+    };
+    let Ok(data) = wire::encode(&HelloRequest {
         from: node.id(),
         peer: node.peer().clone(),
-    })
-    .ok()?;
-    let resp = match tokio::time::timeout(PROBE_TIMEOUT, client.hello(crate::pb::Opaque { data })).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(status)) if crate::transport::never_sent(&status) => {
-            Box::pin(hint_raft_port(node, addr)).await;
-            return None;
-        }
-        _ => return None,
+    }) else {
+        return Probe::Failed;
     };
-    wire::decode(&resp.into_inner().data).ok()
+    match tokio::time::timeout(PROBE_TIMEOUT, client.hello(crate::pb::Opaque { data })).await {
+        Ok(Ok(resp)) => Probe::Answered(wire::decode(&resp.into_inner().data).ok()),
+        Ok(Err(status)) if crate::transport::never_sent(&status) => Probe::Refused,
+        _ => Probe::Failed,
+    }
 }
 
 /// The Go braft listed discovery ports (RPORT+1) in `BRAFT_DISCOVERY`; braft lists Raft
@@ -342,19 +361,7 @@ async fn hint_raft_port(node: &Node, addr: &str) {
         return;
     }
     let alt = format!("{host}:{lower}");
-    let Ok(mut client) = node.inner.pool.raft_client(&alt) else {
-        return;
-    };
-    let Ok(data) = wire::encode(&HelloRequest {
-        from: node.id(),
-        peer: node.peer().clone(),
-    }) else {
-        return;
-    };
-    let answered = matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, client.hello(crate::pb::Opaque { data })).await,
-        Ok(Ok(_))
-    );
+    let answered = matches!(probe(node, &alt).await, Probe::Answered(_));
     if answered {
         let warning = format!(
             "braft lists raft ports; did you mean {alt}? {addr} in BRAFT_DISCOVERY refuses connections, \
