@@ -25,6 +25,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod admin;
+
 use futures::StreamExt;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -500,6 +502,8 @@ fn from_status(s: &Status, endpoint: &str) -> Error {
             s.message(),
         )),
         Some("unknown_service") => Error::UnknownService(s.message().to_string()),
+        // The admin API's refusals; the admin methods turn them into `AdminError`s.
+        Some(code @ ("refused" | "busy")) => Error::Service(crate::ServiceError::new(code, s.message())),
         Some("bad_request") => Error::BadRequest(s.message().to_string()),
         Some("shutting_down") => Error::ShuttingDown,
         Some("unavailable") => Error::Unavailable { reason, leader },

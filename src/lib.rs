@@ -31,6 +31,7 @@ pub mod node;
 pub mod pb;
 mod proc_info;
 pub(crate) mod raft;
+pub mod restore;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;

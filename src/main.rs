@@ -1,7 +1,9 @@
 //! The `braft` server binary: configuration (flags, environment, TOML file) into the
 //! library, serve until SIGINT/SIGTERM, shut down gracefully. `braft demo` runs a local
-//! 3-node cluster of child processes.
+//! 3-node cluster of child processes, `braft ctl` operates a cluster, and `braft
+//! restore` builds a data directory from a backup.
 
+mod ctl;
 mod demo;
 
 use std::path::PathBuf;
@@ -31,6 +33,17 @@ enum Cmd {
     Serve,
     /// Run a local 3-node cluster on 127.0.0.1 (ports 15000/16000/17000, HTTP +2).
     Demo,
+    /// Operate a cluster: status, members, leadership, snapshots, backups, keys.
+    Ctl(ctl::Ctl),
+    /// Build a new data directory from a backup (`braft ctl backup`, `GET /v1/snapshot`),
+    /// offline. It starts a new one-node cluster holding that state; others then join.
+    /// The directory is `--data-dir`, the id `--node-id` (else random), and the node's
+    /// address comes from `--ip` and `--rport` as for `serve`.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 /// The settings' flags, built from the library's table so that every environment
@@ -89,9 +102,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Some(Cmd::Demo) = cli.cmd {
-        return demo::run();
-    }
+    let restore_from = match cli.cmd {
+        Some(Cmd::Demo) => return demo::run(),
+        Some(Cmd::Ctl(ctl)) => return ctl::run(ctl),
+        Some(Cmd::Restore { ref from }) => Some(from.clone()),
+        _ => None,
+    };
     let config = match load_config(&cli, &matches) {
         Ok(c) => c,
         Err(e) => {
@@ -99,6 +115,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(from) = restore_from {
+        return restore(&from, &config);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -122,6 +141,40 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("braft: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `braft restore`: the backup into a new data directory, for the node this
+/// configuration describes.
+fn restore(from: &std::path::Path, config: &Config) -> ExitCode {
+    let ip = config.advertised_ip();
+    let peer = braft::Peer {
+        rpc_addr: std::net::SocketAddr::new(ip, config.rport).to_string(),
+        http_addr: std::net::SocketAddr::new(ip, config.http_port()).to_string(),
+    };
+    let dir = config.data_dir();
+    match braft::restore::restore(from, &dir, config.node_id, peer.clone()) {
+        Ok(r) => {
+            println!(
+                "restored index {} (term {}; services {}) into {} as node {} at {}",
+                r.index,
+                r.term,
+                r.services.join(", "),
+                r.data_dir.display(),
+                r.node_id,
+                peer.rpc_addr
+            );
+            println!("start it with the same settings: a one-node cluster that others can join");
+            ExitCode::SUCCESS
+        }
+        Err(e @ (braft::restore::RestoreError::NotEmpty(_) | braft::restore::RestoreError::BadNodeId)) => {
+            eprintln!("braft restore: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("braft restore: {e}");
             ExitCode::FAILURE
         }
     }

@@ -34,7 +34,7 @@ pub(crate) const LEADER_HTTP: &str = "x-braft-leader-http";
 pub(crate) const SERVICE_CODE: &str = "x-braft-service-code";
 pub(crate) const CURRENT_VERSION: &str = "x-braft-current-version";
 
-fn with(mut status: Status, pairs: &[(&'static str, String)]) -> Status {
+pub(super) fn with(mut status: Status, pairs: &[(&'static str, String)]) -> Status {
     for (k, v) in pairs {
         if let Ok(v) = v.parse() {
             status.metadata_mut().insert(*k, v);

@@ -1,6 +1,8 @@
 //! The gRPC servers on RPORT: the peer protocol (`braft.v1.Raft`), the public key-value
-//! API (`braft.v1.Kv`), server reflection, and any services the user added.
+//! API (`braft.v1.Kv`), the work distributor (`braft.v1.Distributor`), the admin API
+//! (`braft.v1.Admin`), server reflection, and any services the user added.
 
+mod admin;
 mod distribute;
 pub(crate) mod kv;
 mod metrics;
@@ -22,6 +24,7 @@ pub(crate) fn builtin_service_names(config: &crate::config::Config) -> Vec<&'sta
         <pb::raft_server::RaftServer<PeerService> as NamedService>::NAME,
         <pb::kv_server::KvServer<kv::KvGrpc> as NamedService>::NAME,
         <pb::distributor_server::DistributorServer<distribute::DistributorGrpc> as NamedService>::NAME,
+        <pb::admin_server::AdminServer<admin::AdminGrpc> as NamedService>::NAME,
     ];
     if config.grpc_reflection {
         names.extend([
@@ -30,6 +33,24 @@ pub(crate) fn builtin_service_names(config: &crate::config::Config) -> Vec<&'sta
         ]);
     }
     names
+}
+
+/// The public gRPC services (`Kv`, `Distributor`, `Admin`) as routes for the HTTP port,
+/// so that one address serves people and programs: a client given a node's HTTP
+/// address (`braft ctl`'s default, `127.0.0.1:15002`) reaches the same services as on
+/// RPORT. HTTP/2 with prior knowledge is what gRPC speaks; the HTTP server accepts it
+/// beside HTTP/1. The peer protocol stays on RPORT alone.
+pub(crate) fn public_routes(node: &Node) -> axum::Router {
+    use tower::Layer;
+    let count = metrics::CountLayer(node.inner.metrics.clone());
+    let kv = pb::kv_server::KvServer::new(kv::KvGrpc::new(node.clone()))
+        .max_decoding_message_size(node.config().max_value_bytes + 64 * 1024);
+    let distributor = pb::distributor_server::DistributorServer::new(distribute::DistributorGrpc::new(node.clone()));
+    let admin = pb::admin_server::AdminServer::new(admin::AdminGrpc::new(node.clone()));
+    axum::Router::new()
+        .route_service("/braft.v1.Kv/{method}", count.layer(kv))
+        .route_service("/braft.v1.Distributor/{method}", count.layer(distributor))
+        .route_service("/braft.v1.Admin/{method}", count.layer(admin))
 }
 
 /// Serves until the node shuts down.
@@ -64,7 +85,12 @@ pub(crate) async fn serve(
         None
     };
     let distributor = pb::distributor_server::DistributorServer::new(distribute::DistributorGrpc::new(node.clone()));
-    let mut routes = user_routes.add_service(raft).add_service(kv).add_service(distributor);
+    let admin = pb::admin_server::AdminServer::new(admin::AdminGrpc::new(node.clone()));
+    let mut routes = user_routes
+        .add_service(raft)
+        .add_service(kv)
+        .add_service(distributor)
+        .add_service(admin);
     if let Some((v1, v1alpha)) = reflection {
         routes = routes.add_service(v1).add_service(v1alpha);
     }

@@ -1,4 +1,4 @@
-//! The admin API over HTTP (`braft.v1.Admin` over gRPC is to come): the members
+//! The admin API over HTTP (`braft.v1.Admin` is its gRPC twin): the members
 //! (`GET`, `POST /v1/cluster/members`, `POST …/{id}/promote|demote`, `DELETE …/{id}`),
 //! leadership transfer (`POST /v1/cluster/leader`) and a snapshot on demand
 //! (`POST /v1/cluster/snapshot`). Any node takes them; see [`crate::node::admin`].
@@ -8,61 +8,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
 use super::{read_value, ApiError, ApiResult};
 use crate::node::admin::{AdminError, AdminOp};
 use crate::node::Node;
 use crate::raft::{NodeId, Peer};
 
-/// One member, as `GET /v1/cluster/members` shows it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Member {
-    id: String,
-    rpc_addr: String,
-    http_addr: String,
-    /// `voter` or `learner`.
-    suffrage: String,
-    /// `healthy`, `unhealthy` or `dead`, as the leader's autopilot judges.
-    health: String,
-    /// The last log index the leader knows this member holds.
-    match_index: u64,
-    /// Entries behind the leader.
-    lag: u64,
-    /// Milliseconds since the member last acknowledged the leader.
-    last_contact_ms: u64,
-}
-
 /// `GET /v1/cluster/members`: `{"leader", "term", "members": [...]}`, from the leader's
 /// view (asked of the leader when this node does not lead).
 pub(super) async fn members(State(node): State<Node>) -> ApiResult<Response> {
-    let report = node.cluster_autopilot().await?;
-    let st = node.raft_status();
-    let leader_last = st.last_log_index.max(st.commit_index);
-    let members: Vec<Member> = report
-        .servers
-        .iter()
-        .map(|s| {
-            let peer = st.peer(s.id);
-            Member {
-                id: s.id.to_string(),
-                rpc_addr: s.address.clone(),
-                http_addr: peer.map(|p| p.http_addr.clone()).unwrap_or_default(),
-                suffrage: s.state.clone(),
-                health: s.health.clone(),
-                match_index: leader_last.saturating_sub(s.trailing_logs),
-                lag: s.trailing_logs,
-                last_contact_ms: s.silent_ms,
-            }
-        })
-        .collect();
-    Ok(Json(serde_json::json!({
-        "leader": report.reporter.to_string(),
-        "term": st.term,
-        "members": members,
-    }))
-    .into_response())
+    Ok(Json(node.members().await?).into_response())
 }
 
 /// `GET /v1/cluster/hash`: every member's state hash at a common applied index; 200
@@ -116,10 +71,7 @@ pub(super) async fn add(State(node): State<Node>, body: Body) -> ApiResult<Respo
     let id = node_id(&v["id"])?;
     let rpc_addr = v["rpcAddr"]
         .as_str()
-        .filter(|a| {
-            a.parse::<std::net::SocketAddr>().is_ok()
-                || a.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        })
+        .filter(|a| crate::node::admin::is_host_port(a))
         .ok_or_else(|| ApiError::bad("bad_parameter", "rpcAddr must be host:port"))?
         .to_string();
     let http_addr = v["httpAddr"].as_str().unwrap_or_default().to_string();

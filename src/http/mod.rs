@@ -1,6 +1,7 @@
 //! The HTTP API on HPORT (axum): the clean `/v1/kv` routes (with Consul-style blocking
 //! reads), `/v1/watch` (Server-Sent Events, in `watch.rs`), braft's `/kv` and `/raft`,
-//! and `/health` and `/ready` for probes.
+//! the admin API (`/v1/cluster/*`, `cluster.rs`), backups (`/v1/snapshot`,
+//! `backup.rs`), the work distributor, `/metrics`, and `/health` and `/ready` for probes.
 //!
 //! Every error is `{"error": "<what was wrong>", "code": "<machine code>"}` with a fitting
 //! status. Bad input changes nothing: it is rejected before anything is proposed.
@@ -14,9 +15,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+mod backup;
 mod cluster;
 mod distribute;
 mod metrics;
+mod ui;
 mod watch;
 
 use std::time::Duration;
@@ -210,6 +213,9 @@ pub fn router(node: Node) -> Router {
         .route("/v1/cluster/leader", axum::routing::post(cluster::transfer))
         .route("/v1/cluster/hash", get(cluster::hash))
         .route("/v1/cluster/snapshot", axum::routing::post(cluster::snapshot))
+        .route("/v1/snapshot", get(backup::backup))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
         .route("/metrics", get(metrics::metrics))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
@@ -241,7 +247,9 @@ const INDEX_HEADER: &str = "x-braft-index";
 /// Serves until the node shuts down, then finishes in-flight requests.
 pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_routes: Router) {
     let mut shutdown = node.shutdown_signal();
-    let app = user_routes.merge(router(node));
+    let app = user_routes
+        .merge(router(node.clone()))
+        .merge(crate::grpc::public_routes(&node));
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm and
     // delayed ACKs add ~40 ms to a keep-alive client's next request.
     use axum::serve::ListenerExt;

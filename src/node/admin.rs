@@ -6,7 +6,7 @@
 //! as writes are forwarded. Each is idempotent: asking for the state that already holds
 //! answers success and changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,51 @@ pub enum AdminOp {
     TransferLeader {
         to: Option<NodeId>,
     },
+}
+
+/// One member, as `GET /v1/cluster/members` and `Admin.Members` show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    #[serde(with = "id_string")]
+    pub id: NodeId,
+    pub rpc_addr: String,
+    pub http_addr: String,
+    /// `voter` or `learner`.
+    pub suffrage: String,
+    /// `healthy`, `unhealthy` or `dead`, as the leader's autopilot judges.
+    pub health: String,
+    /// The last log index the leader knows this member holds.
+    pub match_index: u64,
+    /// Entries behind the leader.
+    pub lag: u64,
+    /// Milliseconds since the member last acknowledged the leader.
+    pub last_contact_ms: u64,
+}
+
+/// The members, from the leader's view.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Members {
+    #[serde(with = "id_string")]
+    pub leader: NodeId,
+    pub term: u64,
+    pub members: Vec<Member>,
+}
+
+/// Node ids in JSON are strings: they exceed JavaScript's 2^53.
+mod id_string {
+    pub fn serialize<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+}
+
+/// Whether `addr` is `host:port` (an IP or a name, with a port).
+pub fn is_host_port(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>().is_ok()
+        || addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
 }
 
 /// What the leader answered.
@@ -63,6 +108,41 @@ pub enum AdminError {
 }
 
 impl Node {
+    /// The members with their suffrage, health and lag, as the leader sees them (asked of
+    /// the leader when this node does not lead).
+    pub async fn members(&self) -> Result<Members, Error> {
+        let report = self.cluster_autopilot().await?;
+        let st = self.raft_status();
+        let leader_last = st.last_log_index.max(st.commit_index);
+        let health: BTreeMap<NodeId, &crate::node::autopilot::ServerHealth> =
+            report.servers.iter().map(|s| (s.id, s)).collect();
+        // The membership is the list; autopilot adds health and lag. A leader that has
+        // just taken over has no autopilot view yet: its members show as `unknown`.
+        let members = st
+            .members
+            .iter()
+            .map(|(id, peer)| {
+                let h = health.get(id);
+                let lag = h.map_or(0, |s| s.trailing_logs);
+                Member {
+                    id: *id,
+                    rpc_addr: peer.rpc_addr.clone(),
+                    http_addr: peer.http_addr.clone(),
+                    suffrage: if st.voters.contains(id) { "voter" } else { "learner" }.into(),
+                    health: h.map_or_else(|| "unknown".into(), |s| s.health.clone()),
+                    match_index: leader_last.saturating_sub(lag),
+                    lag,
+                    last_contact_ms: h.map_or(0, |s| s.silent_ms),
+                }
+            })
+            .collect();
+        Ok(Members {
+            leader: report.reporter,
+            term: st.term,
+            members,
+        })
+    }
+
     /// Runs an admin operation on the leader (forwarding it there from a follower) and
     /// returns what happened, in words.
     pub async fn admin(&self, op: AdminOp) -> Result<String, AdminError> {
@@ -131,7 +211,12 @@ impl Node {
         }
         let change = match op {
             AdminOp::AddLearner { id, peer } => match st.members.get(&id) {
-                Some(p) if *p == peer => return AdminReply::Done(format!("{id} is already a member")),
+                // The same address (an HTTP address left out of the request matches any).
+                Some(p)
+                    if p.rpc_addr == peer.rpc_addr && (peer.http_addr.is_empty() || p.http_addr == peer.http_addr) =>
+                {
+                    return AdminReply::Done(format!("{id} is already a member"))
+                }
                 Some(p) => {
                     return AdminReply::Refused(format!(
                         "member {id} exists at {}; remove it first to move it",

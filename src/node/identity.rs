@@ -60,30 +60,39 @@ pub fn load_or_create(dir: &Path, wanted: Option<NodeId>, format: &Format) -> Re
             Ok(id.node_id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Ids are random 63-bit numbers: unique in practice, and never 0.
-            let node_id = wanted.unwrap_or_else(|| rand::random::<u64>() >> 1 | 1);
-            let tmp = dir.join("node.json.tmp");
-            {
-                let mut f = std::fs::File::create(&tmp)?;
-                let (codec, serializer) = match format {
-                    Format::Builtin(c) => (*c, None),
-                    Format::Custom(s) => (Codec::MsgPack, Some(s.name().to_string())),
-                };
-                let identity = Identity {
-                    node_id,
-                    codec,
-                    serializer,
-                };
-                f.write_all(&serde_json::to_vec_pretty(&identity).map_err(std::io::Error::other)?)?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()?;
+            let node_id = wanted.unwrap_or_else(new_id);
+            let (codec, serializer) = match format {
+                Format::Builtin(c) => (*c, None),
+                Format::Custom(s) => (Codec::MsgPack, Some(s.name().to_string())),
+            };
+            create(dir, node_id, codec, serializer)?;
             tracing::info!(node_id, "created node identity in {}", path.display());
             Ok(node_id)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A fresh random node id (never 0).
+pub(crate) fn new_id() -> NodeId {
+    rand::random::<u64>() >> 1 | 1
+}
+
+/// Writes `dir/node.json` durably (temp file, fsync, rename, fsync the directory).
+pub(crate) fn create(dir: &Path, node_id: NodeId, codec: Codec, serializer: Option<String>) -> std::io::Result<()> {
+    let tmp = dir.join("node.json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        let identity = Identity {
+            node_id,
+            codec,
+            serializer,
+        };
+        f.write_all(&serde_json::to_vec_pretty(&identity).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join("node.json"))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

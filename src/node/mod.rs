@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod autopilot;
+mod backup;
 mod distribute;
 mod formation;
 pub(crate) mod forward;
@@ -38,8 +39,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use self::backup::Backup;
 pub use self::forward::Consistency;
 use self::forward::{ForwardReply, ForwardRequest};
+pub(crate) use self::identity::{create as write_identity, new_id as new_node_id};
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::error::{Error, LeaderHint};

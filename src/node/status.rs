@@ -78,33 +78,45 @@ impl Node {
         }
     }
 
-    /// The cluster as `GET /raft` shows it: this node's view plus every member's own
-    /// details, asked in parallel with a short timeout.
-    pub async fn cluster_status(&self) -> ClusterStatus {
+    /// Every member's own details (this node's too, member or not), or why it did not
+    /// answer: `(id, rpc address, details)`.
+    pub(crate) async fn member_details(&self) -> Vec<(u64, String, Result<pb::GetDetailsResponse, String>)> {
         let st = self.status();
-        let me = self.details().await;
         let mut targets: Vec<(u64, String)> = st.members.iter().map(|(id, p)| (*id, p.rpc_addr.clone())).collect();
         if !st.members.contains_key(&self.id()) {
             targets.push((self.id(), self.peer().rpc_addr.clone()));
         }
-        let asks = targets.iter().map(|(id, addr)| {
-            let me = me.clone();
-            async move {
-                if *id == self.id() {
-                    return NodeEntry::from_details(&me);
-                }
-                match self.peer_details(addr).await {
+        let asks = targets.into_iter().map(|(id, addr)| async move {
+            let d = if id == self.id() {
+                Ok(self.details().await)
+            } else {
+                self.peer_details(&addr).await
+            };
+            (id, addr, d)
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// The cluster as `GET /raft` shows it: this node's view plus every member's own
+    /// details, asked in parallel with a short timeout.
+    pub async fn cluster_status(&self) -> ClusterStatus {
+        let asks = async {
+            self.member_details()
+                .await
+                .into_iter()
+                .map(|(id, address, d)| match d {
                     Ok(d) => NodeEntry::from_details(&d),
                     Err(e) => NodeEntry {
                         server_id: id.to_string(),
-                        address: addr.clone(),
+                        address,
                         error: Some(e),
                         ..Default::default()
                     },
-                }
-            }
-        });
-        let (nodes, autopilot) = futures::future::join(futures::future::join_all(asks), self.cluster_autopilot()).await;
+                })
+                .collect::<Vec<_>>()
+        };
+        let (nodes, autopilot) = futures::future::join(asks, self.cluster_autopilot()).await;
+        let st = self.status();
         let health: std::collections::BTreeMap<u64, String> = autopilot
             .map(|r| r.servers.into_iter().map(|s| (s.id, s.health)).collect())
             .unwrap_or_default();

@@ -59,7 +59,7 @@ fn decode_snapshot(bytes: &[u8]) -> io::Result<SnapshotBody> {
     let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
     let body = &bytes[16..];
     if crc32fast::hash(body) != crc {
-        return Err(invalid("snapshot checksum mismatch"));
+        return Err(invalid("checksum mismatch: the file is corrupted or truncated"));
     }
     wire::decode(body).map_err(|e| invalid(e.to_string()))
 }
@@ -124,6 +124,41 @@ impl SharedState {
         })
     }
 
+    /// A point-in-time copy of every service and the applied membership, taken under the
+    /// state lock.
+    fn image(&self) -> io::Result<SnapshotBody> {
+        let g = self.read();
+        let parts = g
+            .registry
+            .snapshot()
+            .map_err(|e| io::Error::other(format!("service snapshot failed: {e}")))?;
+        Ok(SnapshotBody {
+            meta: SnapshotMeta {
+                last_log_id: g.last_applied,
+                last_membership: g.membership.clone(),
+            },
+            codec: match &self.codec {
+                Format::Builtin(c) => *c,
+                Format::Custom(_) => Codec::MsgPack,
+            },
+            serializer: match &self.codec {
+                Format::Builtin(_) => None,
+                Format::Custom(s) => Some(s.name().to_string()),
+            },
+            services: parts
+                .into_iter()
+                .map(|(n, b)| (n, serde_bytes::ByteBuf::from(b)))
+                .collect(),
+        })
+    }
+
+    /// A backup: the applied state now, as a snapshot file (magic, format, checksum,
+    /// body), with the log id it covers.
+    pub(crate) fn backup(&self) -> io::Result<(Option<LogId>, Vec<u8>)> {
+        let body = self.image()?;
+        Ok((body.meta.last_log_id, encode_snapshot(&body)?))
+    }
+
     /// Runs a read-only query against a service's applied state.
     pub fn query(&self, service: &str, query: &[u8]) -> Result<Vec<u8>, ServiceError> {
         self.read().registry.query(&self.codec, service, query)
@@ -181,6 +216,43 @@ fn restore_into(applied: &mut Applied, body: &SnapshotBody) -> io::Result<()> {
     applied.last_applied = body.meta.last_log_id;
     applied.membership = body.meta.last_membership.clone();
     Ok(())
+}
+
+/// What a backup file covers, as [`inspect_backup`] reads it.
+#[derive(Debug, Clone)]
+pub struct BackupInfo {
+    pub last_log_id: LogId,
+    /// The codec or serializer name the entries were written with.
+    pub format: String,
+    pub services: Vec<String>,
+}
+
+/// Checks a backup file (magic, format, checksum, body) and says what it covers.
+pub fn inspect_backup(bytes: &[u8]) -> io::Result<BackupInfo> {
+    let body = decode_snapshot(bytes)?;
+    let last_log_id = body
+        .meta
+        .last_log_id
+        .ok_or_else(|| invalid("the backup holds no applied state (taken before the first entry)"))?;
+    Ok(BackupInfo {
+        last_log_id,
+        format: body.serializer.clone().unwrap_or_else(|| body.codec.name().to_string()),
+        services: body.services.iter().map(|(n, _)| n.clone()).collect(),
+    })
+}
+
+/// Rewrites a backup as the snapshot a restored one-node cluster starts from: the same
+/// state and log id, with `id` at `peer` as the only voter.
+pub(crate) fn restored_snapshot(bytes: &[u8], id: super::NodeId, peer: super::Peer) -> io::Result<Vec<u8>> {
+    let mut body = decode_snapshot(bytes)?;
+    let at = body.meta.last_log_id;
+    let membership = openraft::Membership::new(
+        vec![std::collections::BTreeSet::from([id])],
+        std::collections::BTreeMap::from([(id, peer)]),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    body.meta.last_membership = StoredMembership::new(at, membership);
+    encode_snapshot(&body)
 }
 
 /// A point-in-time copy of every service, taken while apply is paused, written out later.
@@ -270,31 +342,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let g = self.shared.read();
-        let image = g
-            .registry
-            .snapshot()
-            .map(|parts| SnapshotBody {
-                meta: SnapshotMeta {
-                    last_log_id: g.last_applied,
-                    last_membership: g.membership.clone(),
-                },
-                codec: match &self.shared.codec {
-                    Format::Builtin(c) => *c,
-                    Format::Custom(_) => Codec::MsgPack,
-                },
-                serializer: match &self.shared.codec {
-                    Format::Builtin(_) => None,
-                    Format::Custom(s) => Some(s.name().to_string()),
-                },
-                services: parts
-                    .into_iter()
-                    .map(|(n, b)| (n, serde_bytes::ByteBuf::from(b)))
-                    .collect(),
-            })
-            .map_err(|e| io::Error::other(format!("service snapshot failed: {e}")));
         SnapshotBuilder {
-            image,
+            image: self.shared.image(),
             snapshots: self.snapshots.clone(),
             metrics: self.shared.metrics.clone(),
         }
