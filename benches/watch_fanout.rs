@@ -7,53 +7,15 @@
 //! so they cost only their wake-ups: every applied entry wakes each of them to scan the
 //! new events. It prints one line per run and the ratios to the 0-watcher run.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use braft::config::{Config, Discovery};
-use braft::{Client, KvService, Node};
+use braft::{Client, Node};
+use common::{cluster, env, load};
 use futures::StreamExt;
-use tokio::net::TcpListener;
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-async fn cluster(dir: &std::path::Path) -> Vec<Node> {
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push((
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        ));
-    }
-    let peers: Vec<String> = listeners
-        .iter()
-        .map(|(r, _)| r.local_addr().unwrap().to_string())
-        .collect();
-    let mut starts = Vec::new();
-    for (i, (r, h)) in listeners.into_iter().enumerate() {
-        let (peers, data) = (peers.clone(), dir.join(format!("n{i}")));
-        starts.push(
-            Node::builder()
-                .config(Config::default())
-                .configure(move |c| {
-                    c.discovery = Discovery::Static(peers);
-                    c.data_dir = Some(data);
-                })
-                .service(KvService::default())
-                .rpc_listener(r)
-                .http_listener(h)
-                .start(),
-        );
-    }
-    futures::future::join_all(starts)
-        .await
-        .into_iter()
-        .map(|n| n.expect("node starts"))
-        .collect()
-}
 
 /// Opens `n` idle SSE watchers on each node; they run until `stop`.
 async fn idle_watchers(nodes: &[Node], n: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
@@ -77,34 +39,6 @@ async fn idle_watchers(nodes: &[Node], n: usize, stop: Arc<AtomicBool>) -> Vec<t
     tasks
 }
 
-/// Writes through `client` with `concurrency` writers for `secs`; writes/s.
-async fn load(client: &Client, concurrency: usize, secs: u64) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(secs);
-    let mut writers = Vec::new();
-    for w in 0..concurrency {
-        let (client, done) = (client.clone(), done.clone());
-        writers.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < until {
-                n += 1;
-                if client
-                    .put(&format!("bench/{w}/{}", n % 100), vec![b'x'; 64])
-                    .await
-                    .is_ok()
-                {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    let started = Instant::now();
-    for w in writers {
-        let _ = w.await;
-    }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
 #[tokio::main]
 async fn main() {
     let secs: u64 = env("BENCH_SECS", 5);
@@ -115,7 +49,7 @@ async fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let tmp = tempfile::tempdir().unwrap();
-    let nodes = cluster(tmp.path()).await;
+    let nodes = cluster(tmp.path(), |_| {}).await;
     let endpoints: Vec<String> = nodes.iter().map(|n| n.peer().rpc_addr.clone()).collect();
     let client = Client::connect(endpoints).await.expect("the cluster answers");
     // Warm up: elections settle, channels connect.

@@ -202,6 +202,10 @@ pub struct Config {
     pub dport: Option<u16>,
     /// Serve gRPC reflection (off with `DISABLE_GRPC_REFLECTION`/`DGR`).
     pub grpc_reflection: bool,
+    /// Record and serve Prometheus metrics (`BRAFT_METRICS`, default on). Off, the
+    /// per-request counting layers and the latency histograms are not installed and
+    /// `/metrics` answers 404; a few plain atomic counters still count.
+    pub metrics: bool,
     /// Where the log, vote, snapshots and identity live (`BRAFT_DATA_DIR`); `None` means
     /// `./braft-data/<rport>`.
     pub data_dir: Option<PathBuf>,
@@ -287,6 +291,7 @@ impl Default for Config {
             hport: None,
             dport: None,
             grpc_reflection: true,
+            metrics: true,
             data_dir: None,
             node_id: None,
             bootstrap_expect: None,
@@ -408,6 +413,16 @@ pub const SETTINGS: &[Setting] = &[
         help: "turn gRPC server reflection off",
         apply: |c, v| {
             c.grpc_reflection = !parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "metrics",
+        env: "BRAFT_METRICS",
+        alias: None,
+        help: "record and serve Prometheus metrics at /metrics (default true)",
+        apply: |c, v| {
+            c.metrics = parse_bool(v)?;
             Ok(())
         },
     },

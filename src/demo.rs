@@ -57,6 +57,7 @@ pub fn run() -> ExitCode {
     } else {
         println!("braft demo: the nodes are starting (not ready yet); see ./braft-data/<port>/node.log.");
     }
+    println!("  dashboard: http://127.0.0.1:15002/ui");
     for port in PORTS {
         println!(
             "  node {port}: raft/gRPC 127.0.0.1:{port}  HTTP http://127.0.0.1:{}",
@@ -71,6 +72,7 @@ pub fn run() -> ExitCode {
     println!("  curl -N 'http://127.0.0.1:16002/v1/watch?prefix=he'        # changes, live (SSE)");
     println!("  curl -X PUT -d '{{\"items\":[\"a\",\"b\",\"c\"]}}' http://127.0.0.1:15002/v1/distribute/jobs");
     println!("  curl http://127.0.0.1:17002/v1/distribute/jobs                # who holds which item");
+    println!("  braft ctl status                                             # or: members, check, backup FILE");
     println!();
     println!("Press Ctrl-C to stop all three nodes.");
 

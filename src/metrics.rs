@@ -81,6 +81,9 @@ pub type LiveSource = Box<dyn Fn() -> Option<Live> + Send + Sync>;
 /// One node's metrics.
 pub struct Metrics {
     registry: Registry,
+    /// `BRAFT_METRICS`: when false, the histograms are not observed (see
+    /// [`crate::config::Config::metrics`]).
+    pub enabled: bool,
     pub leader_changes: Counter,
     pub proposals_committed: Counter,
     pub proposals_applied: Counter,
@@ -118,6 +121,7 @@ impl Metrics {
         let live: Arc<OnceLock<LiveSource>> = Arc::new(OnceLock::new());
         let m = Metrics {
             registry: Registry::default(),
+            enabled: true,
             leader_changes: Counter::default(),
             proposals_committed: Counter::default(),
             proposals_applied: Counter::default(),

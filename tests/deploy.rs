@@ -34,8 +34,15 @@ fn k8s_manifests_validate_against_the_schemas() {
     let out = run(&manifest());
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    for kind in ["statefulset/braft", "service/braft-headless", "poddisruptionbudget/braft"] {
-        assert!(text.contains(&format!("passed for resource {kind}")), "{kind} not checked: {text}");
+    for kind in [
+        "statefulset/braft",
+        "service/braft-headless",
+        "poddisruptionbudget/braft",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {kind}")),
+            "{kind} not checked: {text}"
+        );
     }
 
     // The same manifest with a misspelt field fails.
@@ -60,7 +67,10 @@ fn k8s_scrape_annotations_point_at_metrics() {
         .trim_matches('"');
     // The pods' HTTP port: BRAFT_HPORT's value in the same manifest.
     let lines: Vec<&str> = yaml.lines().collect();
-    let at = lines.iter().position(|l| l.contains("name: BRAFT_HPORT")).expect("BRAFT_HPORT set");
+    let at = lines
+        .iter()
+        .position(|l| l.contains("name: BRAFT_HPORT"))
+        .expect("BRAFT_HPORT set");
     let hport = lines[at + 1].trim().trim_start_matches("value: ").trim_matches('"');
     assert_eq!(port, hport);
 }

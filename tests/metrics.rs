@@ -271,3 +271,19 @@ async fn the_grafana_dashboard_queries_only_series_that_exist() {
     );
     c.shutdown().await;
 }
+
+/// With `BRAFT_METRICS=false` nothing is served at `/metrics` (a JSON 404 that says
+/// why), and the node works as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_turned_off() {
+    let _g = serial().await;
+    let c = Cluster::start(3, |c| c.metrics = false).await;
+    let leader = c.wait_leader(LIMIT).await;
+    c.put_ok(leader, "k", "v").await;
+    assert_eq!(c.get((leader + 1) % 3, "k", "linearizable").await.as_deref(), Some("v"));
+    let r = c.client.get(c.url(leader, "/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "metrics_off", "{body}");
+    c.shutdown().await;
+}

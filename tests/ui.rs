@@ -28,7 +28,11 @@ impl Drop for Driver {
 }
 
 fn chromedriver() -> Option<Driver> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     match Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())

@@ -41,16 +41,38 @@ pub(crate) fn builtin_service_names(config: &crate::config::Config) -> Vec<&'sta
 /// RPORT. HTTP/2 with prior knowledge is what gRPC speaks; the HTTP server accepts it
 /// beside HTTP/1. The peer protocol stays on RPORT alone.
 pub(crate) fn public_routes(node: &Node) -> axum::Router {
-    use tower::Layer;
-    let count = metrics::CountLayer(node.inner.metrics.clone());
+    let count = node
+        .config()
+        .metrics
+        .then(|| metrics::CountLayer(node.inner.metrics.clone()));
     let kv = pb::kv_server::KvServer::new(kv::KvGrpc::new(node.clone()))
         .max_decoding_message_size(node.config().max_value_bytes + 64 * 1024);
     let distributor = pb::distributor_server::DistributorServer::new(distribute::DistributorGrpc::new(node.clone()));
     let admin = pb::admin_server::AdminServer::new(admin::AdminGrpc::new(node.clone()));
-    axum::Router::new()
-        .route_service("/braft.v1.Kv/{method}", count.layer(kv))
-        .route_service("/braft.v1.Distributor/{method}", count.layer(distributor))
-        .route_service("/braft.v1.Admin/{method}", count.layer(admin))
+    let r = axum::Router::new();
+    let r = route(r, "/braft.v1.Kv/{method}", kv, &count);
+    let r = route(r, "/braft.v1.Distributor/{method}", distributor, &count);
+    route(r, "/braft.v1.Admin/{method}", admin, &count)
+}
+
+/// `svc` at `path`, counted when metrics are on.
+fn route<S>(r: axum::Router, path: &str, svc: S, count: &Option<metrics::CountLayer>) -> axum::Router
+where
+    S: tower::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use tower::Layer;
+    match count {
+        Some(c) => r.route_service(path, c.layer(svc)),
+        None => r.route_service(path, svc),
+    }
 }
 
 /// Serves until the node shuts down.
@@ -98,7 +120,11 @@ pub(crate) async fn serve(
         let _ = shutdown.wait_for(|s| *s).await;
     };
     let server = tonic::transport::Server::builder()
-        .layer(metrics::CountLayer(node.inner.metrics.clone()))
+        .layer(tower::util::option_layer(
+            node.config()
+                .metrics
+                .then(|| metrics::CountLayer(node.inner.metrics.clone())),
+        ))
         .add_routes(routes);
     let result = match listener {
         // TCP_NODELAY must be set on the accepted sockets here: the builder's

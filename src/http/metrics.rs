@@ -12,6 +12,14 @@ use crate::node::Node;
 /// `GET /metrics`: OpenMetrics for clients that ask for it (a Prometheus server does),
 /// the classic text format otherwise.
 pub(super) async fn metrics(State(node): State<Node>, headers: axum::http::HeaderMap) -> Response {
+    if !node.config().metrics {
+        return super::ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "metrics_off",
+            "metrics are off on this node (BRAFT_METRICS=false)",
+        )
+        .into_response();
+    }
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())

@@ -183,7 +183,7 @@ fn check_key(key: &str) -> ApiResult<()> {
 
 /// braft's routes and ours, over `node`.
 pub fn router(node: Node) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/kv", get(list_keys))
         .route("/v1/kv/", get(empty_key).put(empty_key).delete(empty_key))
         .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
@@ -220,9 +220,13 @@ pub fn router(node: Node) -> Router {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .layer(axum::middleware::from_fn_with_state(node.clone(), applied_index_header))
-        .route_layer(axum::middleware::from_fn_with_state(node.clone(), metrics::record))
-        .with_state(node)
+        .layer(axum::middleware::from_fn_with_state(node.clone(), applied_index_header));
+    let router = if node.config().metrics {
+        router.route_layer(axum::middleware::from_fn_with_state(node.clone(), metrics::record))
+    } else {
+        router
+    };
+    router.with_state(node)
 }
 
 /// Every `/v1/kv` answer, a 404 included, carries `X-Braft-Index`: the applied index, so a

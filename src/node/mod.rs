@@ -275,7 +275,9 @@ impl NodeBuilder {
             events: config.watch_history,
             bytes: config.watch_history_bytes,
         };
-        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut metrics = crate::metrics::Metrics::new();
+        metrics.enabled = config.metrics;
+        let metrics = Arc::new(metrics);
         let sm = StateMachine::open(self.registry, format, snapshots, watch_limits, metrics.clone())?;
         let state = sm.shared();
         let token = crate::auth::ClusterToken::new(config.cluster_token.as_deref()).map_err(|problem| {

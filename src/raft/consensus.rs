@@ -344,8 +344,11 @@ impl Consensus {
             id,
             std::sync::Arc::new(raft_config),
             network,
-            super::log::LogAdapter::with_fsync_histogram(log_store, Some(sm.shared().metrics.fsync.clone()))
-                .map_err(|e| format!("starting the log writer: {e}"))?,
+            super::log::LogAdapter::with_fsync_histogram(
+                log_store,
+                Some(sm.shared().metrics.fsync.clone()).filter(|_| sm.shared().metrics.enabled),
+            )
+            .map_err(|e| format!("starting the log writer: {e}"))?,
             sm,
         )
         .await

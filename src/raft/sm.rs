@@ -273,7 +273,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let to_save = bytes.clone();
         let index = body.meta.last_log_id.map_or(0, |l| l.index);
         let kept = crate::store::snapshot::on_store(store, move |s| s.save(index, &to_save)).await?;
-        self.metrics.snapshot.observe(started.elapsed().as_secs_f64());
+        if self.metrics.enabled {
+            self.metrics.snapshot.observe(started.elapsed().as_secs_f64());
+        }
         if kept {
             tracing::info!(last_log_id = ?body.meta.last_log_id, bytes = bytes.len(), "snapshot built");
         } else {
@@ -337,7 +339,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let m = &self.shared.metrics;
         m.proposals_applied.inc_by(applied);
-        m.apply.observe(started.elapsed().as_secs_f64());
+        if m.enabled {
+            m.apply.observe(started.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 
