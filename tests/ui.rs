@@ -52,8 +52,6 @@ fn chromedriver() -> Option<Driver> {
 }
 
 async fn browser(port: u16) -> Client {
-    // fantoccini's TLS stack links two crypto providers; name one (no TLS is used).
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -64,8 +62,8 @@ async fn browser(port: u16) -> Client {
     // chromedriver takes a moment to listen.
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        match ClientBuilder::rustls()
-            .expect("rustls")
+        // Plain HTTP to chromedriver on loopback: no TLS stack.
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps.clone())
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
