@@ -3,7 +3,7 @@
 //! Prometheus scrapes every 15 s), against the same cluster with `BRAFT_METRICS=false`.
 //!
 //! `cargo bench --bench metrics_cost`. Knobs: `BENCH_SECS` (per run, default 5),
-//! `BENCH_CONCURRENCY` (default 32), `BENCH_ROUNDS` (default 3). The two settings run in
+//! `BENCH_CONCURRENCY` (default 32), `BENCH_ROUNDS` (default 3). Writes go to the leader. The two settings run in
 //! turns (on, off, on, off, ...), each on a fresh cluster, so that drift on a shared
 //! machine falls on both; it prints every run, the medians and their ratio.
 
@@ -25,7 +25,16 @@ async fn run(metrics: bool, secs: u64, concurrency: usize) -> f64 {
         cluster(tmp.path(), |c| c.metrics = false).await
     };
     let endpoints: Vec<String> = nodes.iter().map(|n| n.peer().rpc_addr.clone()).collect();
-    let client = Client::connect(endpoints).await.expect("the cluster answers");
+    Client::connect(endpoints).await.expect("the cluster answers");
+    // Writes go to the leader: whether the client's first endpoint happens to lead
+    // (or forwards) would otherwise split the runs into two speeds.
+    let leader = loop {
+        if let Some(n) = nodes.iter().find(|n| n.is_leader()) {
+            break n.peer().rpc_addr.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let client = Client::connect([leader]).await.expect("the leader answers");
     load(&client, concurrency, 1).await;
     let stop = Arc::new(AtomicBool::new(false));
     let scraper = metrics.then(|| {

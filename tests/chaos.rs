@@ -18,7 +18,10 @@
 //!
 //! After each iteration the cluster must heal (one leader, the original voters)
 //! and the iteration's history must be linearizable. After the last one, every
-//! acknowledged insert must be readable and nothing never attempted may appear.
+//! acknowledged insert must be readable and nothing never attempted may appear; the
+//! replicas' state hashes must agree (`/v1/cluster/hash`); and a backup
+//! (`/v1/snapshot`), restored with `braft restore` into a new one-node cluster, must
+//! hold every acknowledged insert and nothing never attempted.
 //!
 //! A watch workload rides along: a Server-Sent-Events watcher on every node follows the
 //! iteration's inserts, resuming with `Last-Event-ID` whenever its node is killed, paused
@@ -138,6 +141,10 @@ struct Report {
     watchers: usize,
     watch_compacted: usize,
     watch_reconnects: usize,
+    /// Set keys the restored backup served, and whether the replicas' hashes were
+    /// compared (they may not line up at one index in time).
+    backup_keys: usize,
+    hash_compared: bool,
     /// The first problem found: a linearizability violation, a lost or phantom insert,
     /// or a cluster that did not heal.
     problem: Option<String>,
@@ -148,7 +155,7 @@ impl Report {
         format!(
             "chaos summary: mode {}, {} nodes, seed {}, iterations {}; register ops {} (ok {}, cas-failed {}, indeterminate {}); \
              set inserts acked {} (unknown {}, refused {}); watch events checked {} over {} watchers \
-             ({} compacted, {} reconnects); faults {:?}; verdict: {}",
+             ({} compacted, {} reconnects); replica hashes compared {}; restored backup held {} set keys; faults {:?}; verdict: {}",
             self.mode,
             self.nodes,
             self.seed,
@@ -164,6 +171,8 @@ impl Report {
             self.watchers,
             self.watch_compacted,
             self.watch_reconnects,
+            self.hash_compared,
+            self.backup_keys,
             self.faults,
             match &self.problem {
                 None => "PASS (linearizable, no lost or phantom inserts, watches complete)".to_string(),
@@ -566,8 +575,107 @@ async fn run_chaos(s: Settings) -> Report {
             phantom.len(),
             phantom.iter().take(10).collect::<Vec<_>>()
         ));
+        return report;
+    }
+    // The replicas hold the same state.
+    match h.json(1, "/v1/cluster/hash").await {
+        Some(v) if v["disagreeing"].as_array().is_some_and(|d| !d.is_empty()) => {
+            report.problem = Some(format!("replicas diverged: {v}"));
+            return report;
+        }
+        Some(v) => report.hash_compared = v["agree"] == true,
+        None => {}
+    }
+    // A backup, restored elsewhere, holds the same inserts.
+    match restored_set_keys(&h).await {
+        Err(e) => report.problem = Some(format!("backup and restore: {e}")),
+        Ok(keys) => {
+            report.backup_keys = keys.len();
+            let lost: Vec<&String> = log.acked.iter().filter(|k| !keys.contains(*k)).collect();
+            let phantom: Vec<&String> = keys.iter().filter(|k| !attempted.contains(k)).collect();
+            if !lost.is_empty() || !phantom.is_empty() {
+                report.problem = Some(format!(
+                    "the restored backup lost {} acknowledged inserts {:?} and holds {} phantom keys {:?}",
+                    lost.len(),
+                    lost.iter().take(10).collect::<Vec<_>>(),
+                    phantom.len(),
+                    phantom.iter().take(10).collect::<Vec<_>>()
+                ));
+            }
+        }
     }
     report
+}
+
+/// Takes a backup from the healed cluster, restores it with `braft restore` into a new
+/// directory, starts a node on it (on loopback) and lists its set keys.
+async fn restored_set_keys(h: &Harness) -> Result<BTreeSet<String>, String> {
+    let r = h
+        .http
+        .get(h.lab.url(1, "/v1/snapshot"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("GET /v1/snapshot: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("GET /v1/snapshot: {}", r.status()));
+    }
+    let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("backup.snap");
+    std::fs::write(&file, &bytes).map_err(|e| e.to_string())?;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| e.to_string())
+    };
+    let (rport, hport) = (free()?, free()?);
+    let data = dir.path().join("restored");
+    let exe = env!("CARGO_BIN_EXE_braft");
+    let out = std::process::Command::new(exe)
+        .args(["restore", "--from"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--ip", "127.0.0.1", "--rport", &rport.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("braft restore: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let mut node = std::process::Command::new(exe)
+        .arg("serve")
+        .env("BRAFT_RPORT", rport.to_string())
+        .env("BRAFT_HPORT", hport.to_string())
+        .env("BRAFT_IP", "127.0.0.1")
+        .env("BRAFT_DATA_DIR", &data)
+        .env("BRAFT_DISCOVERY", format!("static:127.0.0.1:{rport}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://127.0.0.1:{hport}/v1/kv?prefix=set-&limit=10000");
+    let deadline = Instant::now() + HEAL_LIMIT;
+    let keys = loop {
+        let answer = match h.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+            _ => None,
+        };
+        if let Some(v) = answer {
+            break Ok(v["keys"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                .unwrap_or_default());
+        }
+        if Instant::now() >= deadline {
+            break Err("the restored node did not answer".to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = node.kill();
+    let _ = node.wait();
+    keys
 }
 
 /// The watch workload's verdict for one iteration, on a healed cluster: a sentinel
