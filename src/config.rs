@@ -819,13 +819,13 @@ impl Config {
         if !(1..=100_000_000).contains(&self.watch_history) {
             return Err(ConfigError::new("BRAFT_WATCH_HISTORY", "allowed: 1..100000000"));
         }
-        if self.watch_history_bytes < self.max_value_bytes + crate::http::MAX_KEY_BYTES {
+        if self.watch_history_bytes < self.max_value_bytes + crate::kv::MAX_KEY_BYTES {
             return Err(ConfigError::new(
                 "BRAFT_WATCH_HISTORY_BYTES",
                 format!(
                     "{} must hold at least one event of the largest size (BRAFT_MAX_VALUE_BYTES + 4096 = {})",
                     self.watch_history_bytes,
-                    self.max_value_bytes + crate::http::MAX_KEY_BYTES
+                    self.max_value_bytes + crate::kv::MAX_KEY_BYTES
                 ),
             ));
         }

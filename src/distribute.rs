@@ -104,7 +104,7 @@ pub fn validate_items(items: &[String]) -> Result<(), String> {
         return Err(format!("{} items exceed the limit of {MAX_ITEMS}", items.len()));
     }
     for i in items {
-        crate::http::validate_key(i).map_err(|e| format!("item: {e}"))?;
+        crate::kv::validate_key(i).map_err(|e| format!("item: {e}"))?;
     }
     Ok(())
 }

@@ -11,6 +11,23 @@ use serde::{Deserialize, Serialize};
 use crate::service::{ApplyContext, Service, ServiceError};
 use crate::watch::{EventKind, WatchEvent};
 
+/// The longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// Checks a key: not empty, at most 4 KiB.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("key must not be empty".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
 /// The condition of a compare-and-set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Precondition {

@@ -2,14 +2,18 @@
 //! with Raft.
 //!
 //! A map of the crate, top-down:
-//! - [`node`]: [`Node`] and its builder — start, write, read, forward, shut down.
+//! - [`server`]: `NodeBuilder::start`: builds the node, serves it on RPORT and HPORT,
+//!   starts its background tasks (the surfaces call the node; the node knows none).
+//! - [`node`]: [`Node`] and its builder — write, read, forward, admin, shut down.
 //! - [`client`]: [`Client`], for applications that are not cluster members (gRPC).
 //! - [`service`]: the [`Service`] trait, the user's state machine, and the routing registry.
 //! - [`kv`]: [`KvService`], the built-in key-value map service.
 //! - [`distribute`]: the built-in work distributor, balanced, sticky and replicated.
 //! - [`config`]: [`Config`], its defaults, its `BRAFT_*` environment variables and `validate()`.
-//! - [`http`]: the HTTP API (`/v1/kv`, braft's `/kv` and `/raft`, `/health`, `/ready`).
-//! - `grpc`: the gRPC servers (peer protocol, public `braft.v1.Kv`).
+//! - [`http`]: the HTTP API, one file per resource (`/v1/kv`, watch, cluster admin,
+//!   backup, distribute, metrics, the `/ui` dashboard, braft's `/kv` and `/raft`).
+//! - `grpc`: the gRPC servers (peer protocol; public `Kv`, `Distributor`, `Admin`).
+//! - [`restore`]: `braft restore`, a data directory from a backup, offline.
 //! - `raft`: the only module that knows openraft (types, storage and network adapters).
 //! - [`store`]: the durable log/vote store trait, on redb, with an in-memory twin.
 //! - [`codec`]: how commands become bytes (MessagePack by default, JSON).
@@ -32,6 +36,7 @@ pub mod pb;
 mod proc_info;
 pub(crate) mod raft;
 pub mod restore;
+pub mod server;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -32,7 +32,7 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         req: Request<pb::AssignmentRequest>,
     ) -> Result<Response<pb::AssignmentResponse>, Status> {
         let r = req.into_inner();
-        crate::http::validate_key(&r.key).map_err(Status::invalid_argument)?;
+        crate::kv::validate_key(&r.key).map_err(Status::invalid_argument)?;
         let a = self
             .node
             .assignment_with(&r.key, consistency(r.consistency)?)

@@ -76,7 +76,7 @@ pub(super) fn to_status(e: crate::Error) -> Status {
 }
 
 fn check_key(key: &str) -> Result<(), Status> {
-    crate::http::validate_key(key).map_err(Status::invalid_argument)
+    crate::kv::validate_key(key).map_err(Status::invalid_argument)
 }
 
 pub(super) fn consistency(c: i32) -> Result<Consistency, Status> {

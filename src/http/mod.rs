@@ -9,7 +9,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -17,24 +17,18 @@ use serde_json::json;
 
 mod backup;
 mod cluster;
+mod compat;
 mod distribute;
+mod kv;
 mod metrics;
 mod ui;
 mod watch;
-
-use std::time::Duration;
 
 use crate::error::Error;
 use crate::kv::{KvCommand, KvOutput, KvQuery, KvQueryOutput, KvService, Precondition};
 use crate::node::{Consistency, Node};
 
-/// The longest key accepted, in bytes.
-pub const MAX_KEY_BYTES: usize = 4096;
-/// The default and the largest `limit` of a key listing.
-const LIST_DEFAULT: usize = 1000;
-const LIST_MAX: usize = 10_000;
-/// The longest (and default) `wait` of a blocking read.
-const WAIT_MAX: Duration = Duration::from_secs(300);
+pub use crate::kv::{validate_key, MAX_KEY_BYTES};
 
 /// An error answer.
 #[derive(Debug)]
@@ -163,20 +157,6 @@ impl Params {
     }
 }
 
-/// Checks a key: not empty, at most 4 KiB.
-pub fn validate_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("key must not be empty".into());
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(format!(
-            "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
-            key.len()
-        ));
-    }
-    Ok(())
-}
-
 fn check_key(key: &str) -> ApiResult<()> {
     validate_key(key).map_err(|m| ApiError::bad("bad_key", m))
 }
@@ -184,9 +164,12 @@ fn check_key(key: &str) -> ApiResult<()> {
 /// braft's routes and ours, over `node`.
 pub fn router(node: Node) -> Router {
     let router = Router::new()
-        .route("/v1/kv", get(list_keys))
-        .route("/v1/kv/", get(empty_key).put(empty_key).delete(empty_key))
-        .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .route("/v1/kv", get(kv::list_keys))
+        .route("/v1/kv/", get(kv::empty_key).put(kv::empty_key).delete(kv::empty_key))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
+        )
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -196,7 +179,10 @@ pub fn router(node: Node) -> Router {
         })
         .route(
             "/kv",
-            get(compat_get).post(compat_post).put(compat_post).delete(compat_delete),
+            get(compat::get)
+                .post(compat::post)
+                .put(compat::post)
+                .delete(compat::delete),
         )
         .route("/v1/watch", get(watch::watch))
         .route("/v1/distribute/{key}", get(distribute::get).put(distribute::put))
@@ -274,10 +260,6 @@ pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_r
     }
 }
 
-async fn empty_key() -> ApiError {
-    ApiError::bad("bad_key", "key must not be empty")
-}
-
 fn parse_consistency(q: &Params) -> ApiResult<Consistency> {
     match q.get("consistency")? {
         None => Ok(Consistency::Linearizable),
@@ -304,312 +286,6 @@ async fn read_value(node: &Node, body: Body) -> ApiResult<Bytes> {
             ApiError::bad("bad_body", format!("cannot read body: {e}"))
         }
     })
-}
-
-async fn put_key(
-    State(node): State<Node>,
-    Key(key): Key,
-    q: Params,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
-    check_key(&key)?;
-    let max = node.config().max_value_bytes;
-    if let Some(len) = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > max {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "value_too_large",
-                format!("value of {len} bytes exceeds BRAFT_MAX_VALUE_BYTES ({max} bytes)"),
-            ));
-        }
-    }
-    let precondition = match (q.get("prev_version")?, q.bytes("prev_value")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad(
-                "bad_parameter",
-                "give prev_version or prev_value, not both",
-            ))
-        }
-        (Some(v), None) => Some(Precondition::Version(v.parse().map_err(|_| {
-            ApiError::bad(
-                "bad_parameter",
-                format!("prev_version '{v}' is not a non-negative integer"),
-            )
-        })?)),
-        (None, Some(v)) => Some(Precondition::Value(v.to_vec())),
-        (None, None) => None,
-    };
-    if let Some(other) = q.names().find(|k| !["prev_version", "prev_value"].contains(k)) {
-        return Err(ApiError::bad("bad_parameter", format!("unknown parameter '{other}'")));
-    }
-    let value = read_value(&node, body).await?;
-    let cmd = KvCommand::Put {
-        map: String::new(),
-        key,
-        value: value.to_vec(),
-        precondition,
-    };
-    match node.write::<KvService>(cmd).await? {
-        KvOutput::Put { version } => Ok(Json(json!({ "version": version })).into_response()),
-        KvOutput::CompareFailed { current_version } => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "compare_failed",
-            "the key's current version or value does not match",
-        )
-        .with("current_version", json!(current_version))),
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("unexpected {other:?}"),
-        )),
-    }
-}
-
-/// `GET /v1/kv/{key}`; with `?index=N`, a Consul-style blocking read: it answers once
-/// the key's version is above N (created, changed or deleted since), or when `wait`
-/// (default and most: 5 min) runs out, whichever is first.
-async fn get_key(State(node): State<Node>, Key(key): Key, q: Params) -> ApiResult<Response> {
-    check_key(&key)?;
-    if let Some(other) = q.names().find(|k| !["consistency", "index", "wait"].contains(k)) {
-        return Err(ApiError::bad("bad_parameter", format!("unknown parameter '{other}'")));
-    }
-    let consistency = parse_consistency(&q)?;
-    let index = match q.get("index")? {
-        None => None,
-        Some(v) => Some(
-            v.parse::<u64>()
-                .map_err(|_| ApiError::bad("bad_parameter", format!("index '{v}' is not a non-negative integer")))?,
-        ),
-    };
-    let wait = match q.get("wait")? {
-        None => WAIT_MAX,
-        Some(w) => crate::config::parse_duration(w)
-            .map_err(|e| ApiError::bad("bad_parameter", format!("wait: {e}")))?
-            .min(WAIT_MAX),
-    };
-    let query = KvQuery::Get {
-        map: String::new(),
-        key: key.clone(),
-    };
-    let mut value = read_value_of(&node, &query, consistency).await?;
-    if let Some(index) = index {
-        // Watch from index + 1 *before* judging the read: a change that lands after the
-        // read is in the history the watcher scans.
-        let mut watcher = node.watcher("", &key, Some(index + 1));
-        if value.as_ref().map_or(0, |v| v.version) <= index && wait_for_change(&mut watcher, &key, wait).await {
-            value = read_value_of(&node, &query, consistency).await?;
-        }
-    }
-    let index_header = |resp: &mut Response, version: u64| {
-        let index = node.applied_index().max(version);
-        resp.headers_mut().insert(INDEX_HEADER, HeaderValue::from(index));
-    };
-    match value {
-        Some(v) => {
-            let mut resp = Response::new(Body::from(v.value));
-            index_header(&mut resp, v.version);
-            resp.headers_mut()
-                .insert("X-Braft-Version", HeaderValue::from(v.version));
-            resp.headers_mut().insert(
-                axum::http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            Ok(resp)
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("key '{key}' not found"),
-        )),
-    }
-}
-
-async fn read_value_of(
-    node: &Node,
-    query: &KvQuery,
-    consistency: Consistency,
-) -> ApiResult<Option<crate::kv::Versioned>> {
-    match node.read::<KvService>(query.clone(), consistency).await? {
-        KvQueryOutput::Value(v) => Ok(v),
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("unexpected {other:?}"),
-        )),
-    }
-}
-
-/// Waits up to `wait` for a change to exactly `key`; true if one came (or the history
-/// can no longer say: the caller re-reads either way, as Consul allows).
-async fn wait_for_change(watcher: &mut crate::watch::Watcher, key: &str, wait: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, watcher.next_batch()).await {
-            Err(_) => return false,
-            Ok(Err(_)) => return true,
-            Ok(Ok(batch)) if batch.iter().any(|e| e.key == key) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
-async fn delete_key(State(node): State<Node>, Key(key): Key) -> ApiResult<Response> {
-    check_key(&key)?;
-    let cmd = KvCommand::Delete {
-        map: String::new(),
-        key,
-    };
-    match node.write::<KvService>(cmd).await? {
-        KvOutput::Deleted { version, existed } => {
-            Ok(Json(json!({ "version": version, "existed": existed })).into_response())
-        }
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("unexpected {other:?}"),
-        )),
-    }
-}
-
-async fn list_keys(State(node): State<Node>, q: Params) -> ApiResult<Response> {
-    let prefix = q.get("prefix")?.unwrap_or_default().to_string();
-    let limit = match q.get("limit")? {
-        None => LIST_DEFAULT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=LIST_MAX).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad(
-                    "bad_parameter",
-                    format!("limit '{l}' must be 1..{LIST_MAX}"),
-                ))
-            }
-        },
-    };
-    let consistency = parse_consistency(&q)?;
-    let query = KvQuery::List {
-        map: String::new(),
-        prefix,
-        limit,
-    };
-    match node.read::<KvService>(query, consistency).await? {
-        KvQueryOutput::Keys(keys) => Ok(Json(json!({ "keys": keys })).into_response()),
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("unexpected {other:?}"),
-        )),
-    }
-}
-
-// --- braft compatibility: /kv?map=&key=&value= (aliases m, k, v) ---
-
-/// braft's long or short parameter name, whichever is present.
-fn param(q: &Params, long: &str, short: &str) -> ApiResult<Option<String>> {
-    Ok(q.get(long)?.or(q.get(short)?).map(str::to_string))
-}
-
-/// braft's response headers: who answered.
-fn braft_headers(node: &Node, mut resp: Response) -> Response {
-    let h = resp.headers_mut();
-    let ip = node.peer().rpc_addr.rsplit_once(':').map_or("", |(h, _)| h).to_string();
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        h.insert("Braft-IP", v);
-    }
-    h.insert("Braft-ID", HeaderValue::from(node.id()));
-    if let Ok(v) = HeaderValue::from_str(&node.peer().http_addr) {
-        h.insert("Braft-Host", v);
-    }
-    resp
-}
-
-/// braft's default map and key: `GET /kv` with neither reads key `default` of map
-/// `default`, as braft's `ServeKV` does.
-const BRAFT_DEFAULT: &str = "default";
-
-/// braft's map parameter, or its default.
-fn compat_map(q: &Params) -> ApiResult<String> {
-    Ok(param(q, "map", "m")?.unwrap_or_else(|| BRAFT_DEFAULT.to_string()))
-}
-
-/// braft's `GET /kv`: the value as JSON (`"v1"`, or `null` when missing). Unlike braft,
-/// the read honours `consistency` (linearizable by default) instead of reading stale.
-/// Raw bytes stay on `/v1/kv`; a value that is not text is a 422 pointing there.
-async fn compat_get(State(node): State<Node>, q: Params) -> ApiResult<Response> {
-    let map = compat_map(&q)?;
-    let key = param(&q, "key", "k")?.unwrap_or_else(|| BRAFT_DEFAULT.to_string());
-    check_key(&key)?;
-    let consistency = parse_consistency(&q)?;
-    let query = KvQuery::Get { map, key: key.clone() };
-    let value = match read_value_of(&node, &query, consistency).await? {
-        Some(v) => serde_json::Value::String(String::from_utf8(v.value).map_err(|_| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not_text",
-                format!("the value of '{key}' is not UTF-8 text; read its raw bytes from /v1/kv"),
-            )
-        })?),
-        None => serde_json::Value::Null,
-    };
-    Ok(braft_headers(&node, Json(value).into_response()))
-}
-
-async fn compat_post(State(node): State<Node>, q: Params, body: Body) -> ApiResult<Response> {
-    let map = compat_map(&q)?;
-    let key = param(&q, "key", "k")?.unwrap_or_else(|| BRAFT_DEFAULT.to_string());
-    check_key(&key)?;
-    let value = match q.bytes("value").or(q.bytes("v")) {
-        Some(v) => v.to_vec(),
-        None => read_value(&node, body).await?.to_vec(),
-    };
-    if value.len() > node.config().max_value_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            "value exceeds BRAFT_MAX_VALUE_BYTES",
-        ));
-    }
-    let cmd = KvCommand::Put {
-        map,
-        key,
-        value,
-        precondition: None,
-    };
-    let version = match node.write::<KvService>(cmd).await? {
-        KvOutput::Put { version } => version,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("unexpected {other:?}"),
-            ))
-        }
-    };
-    Ok(braft_headers(
-        &node,
-        Json(json!({ "version": version })).into_response(),
-    ))
-}
-
-async fn compat_delete(State(node): State<Node>, q: Params) -> ApiResult<Response> {
-    let map = compat_map(&q)?;
-    let key = param(&q, "key", "k")?.unwrap_or_else(|| BRAFT_DEFAULT.to_string());
-    check_key(&key)?;
-    let cmd = KvCommand::Delete { map, key };
-    match node.write::<KvService>(cmd).await? {
-        KvOutput::Deleted { version, existed } => Ok(braft_headers(
-            &node,
-            Json(json!({ "version": version, "existed": existed })).into_response(),
-        )),
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("unexpected {other:?}"),
-        )),
-    }
 }
 
 async fn raft_status(State(node): State<Node>) -> Response {

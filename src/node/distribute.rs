@@ -30,7 +30,7 @@ impl Node {
     /// the key's version. The items are assigned to the healthy nodes, balanced and
     /// sticky; see [`crate::distribute`].
     pub async fn distribute(&self, key: &str, items: Vec<String>) -> Result<u64, Error> {
-        crate::http::validate_key(key).map_err(Error::BadRequest)?;
+        crate::kv::validate_key(key).map_err(Error::BadRequest)?;
         validate_items(&items).map_err(Error::BadRequest)?;
         let cmd = DistributeCommand::SetItems {
             key: key.to_string(),

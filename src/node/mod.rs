@@ -217,17 +217,17 @@ impl NodeBuilder {
 
     /// Opens (or creates) the data directory, starts Raft, the servers and cluster
     /// formation, and returns once the node is serving.
-    pub async fn start(self) -> Result<Node, Error> {
+    /// Builds the node: storage, Raft, identity, listeners bound. Nothing is served and
+    /// no background task runs yet; [`crate::server`] serves it and then calls
+    /// [`Node::launch`]. `reserved` names the gRPC services the server layer serves
+    /// itself, which the user's may not reuse.
+    pub(crate) async fn assemble(self, reserved: fn(&Config) -> Vec<&'static str>) -> Result<Assembled, Error> {
         let config = self.config?;
         config.validate()?;
         if let Some(name) = self.duplicate_service {
             return Err(Error::BadRequest(format!("service '{name}' registered twice")));
         }
-        if let Some(name) = self
-            .grpc_names
-            .iter()
-            .find(|n| crate::grpc::builtin_service_names(&config).contains(n))
-        {
+        if let Some(name) = self.grpc_names.iter().find(|n| reserved(&config).contains(n)) {
             return Err(Error::BadRequest(format!(
                 "gRPC service '{name}' is one braft serves itself (turn braft's reflection off with DISABLE_GRPC_REFLECTION to serve your own)"
             )));
@@ -350,10 +350,50 @@ impl NodeBuilder {
             "braft node started"
         );
 
-        let grpc = crate::grpc::serve(node.clone(), rpc_listener, self.grpc_routes, token);
-        let http = crate::http::serve(node.clone(), http_listener, self.http_routes);
-        node.spawn(grpc);
-        node.spawn(http);
+        Ok(Assembled {
+            node,
+            rpc_listener,
+            http_listener,
+            grpc_routes: self.grpc_routes,
+            http_routes: self.http_routes,
+            token,
+            background: Background {
+                advert,
+                roles_tx,
+                role_hooks: self.role_hooks,
+            },
+        })
+    }
+}
+
+/// A built node and what the server layer needs to serve it.
+pub(crate) struct Assembled {
+    pub node: Node,
+    pub rpc_listener: crate::transport::Listen,
+    pub http_listener: crate::transport::Listen,
+    pub grpc_routes: tonic::service::Routes,
+    pub http_routes: axum::Router,
+    pub token: crate::auth::ClusterToken,
+    pub background: Background,
+}
+
+/// What the node's background tasks start from.
+pub(crate) struct Background {
+    advert: crate::discovery::Advert,
+    roles_tx: watch::Sender<roles::RoleEvent>,
+    role_hooks: Vec<roles::RoleHook>,
+}
+
+impl Node {
+    /// Starts discovery and the node's background tasks (role hooks, the distributor's
+    /// health, formation, autopilot), once the node is being served.
+    pub(crate) async fn launch(&self, b: Background) -> Result<(), Error> {
+        let node = self;
+        let Background {
+            advert,
+            roles_tx,
+            role_hooks,
+        } = b;
         if let Err(e) = node.inner.discovery.start(&advert) {
             node.shutdown().await;
             return Err(crate::config::ConfigError {
@@ -363,12 +403,12 @@ impl NodeBuilder {
             .into());
         }
         tracing::info!(discovery = %node.inner.discovery.describe(), "discovery started");
-        node.spawn(roles::watch_roles(node.clone(), roles_tx, self.role_hooks));
+        node.spawn(roles::watch_roles(node.clone(), roles_tx, role_hooks));
         node.spawn(distribute::run(node.clone()));
         node.spawn(poll_discovery(node.clone()));
         node.spawn(formation::run(node.clone()));
         node.spawn(autopilot::run(node.clone()));
-        Ok(node)
+        Ok(())
     }
 }
 

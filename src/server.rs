@@ -1,0 +1,19 @@
+//! The server layer: it owns serving. [`NodeBuilder::start`] builds the node (in
+//! [`crate::node`]), serves it on RPORT (gRPC, [`crate::grpc`]) and HPORT (HTTP,
+//! [`crate::http`]), then starts the node's background tasks. So the dependencies run
+//! one way: the surfaces call the node, and the node knows nothing of them.
+
+use crate::error::Error;
+use crate::node::{Node, NodeBuilder};
+
+impl NodeBuilder {
+    /// Builds the node, serves it, and starts formation, discovery and autopilot.
+    pub async fn start(self) -> Result<Node, Error> {
+        let a = self.assemble(crate::grpc::builtin_service_names).await?;
+        let node = a.node;
+        node.spawn(crate::grpc::serve(node.clone(), a.rpc_listener, a.grpc_routes, a.token));
+        node.spawn(crate::http::serve(node.clone(), a.http_listener, a.http_routes));
+        node.launch(a.background).await?;
+        Ok(node)
+    }
+}
