@@ -39,20 +39,7 @@ impl Client {
         Ok(Members {
             leader: r.leader,
             term: r.term,
-            members: r
-                .members
-                .into_iter()
-                .map(|m| Member {
-                    id: m.id,
-                    rpc_addr: m.rpc_addr,
-                    http_addr: m.http_addr,
-                    suffrage: m.suffrage,
-                    health: m.health,
-                    match_index: m.match_index,
-                    lag: m.lag,
-                    last_contact_ms: m.last_contact_ms,
-                })
-                .collect(),
+            members: r.members.into_iter().map(Member::from).collect(),
         })
     }
 

@@ -7,7 +7,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::kv::{to_status, with, CODE};
-use crate::node::admin::{AdminError, AdminOp};
+use crate::node::admin::{AdminError, AdminOp, Member};
 use crate::node::Node;
 use crate::pb;
 use crate::raft::Peer;
@@ -46,6 +46,37 @@ fn member_id(id: u64) -> Result<u64, Status> {
     Ok(id)
 }
 
+/// A member on the wire, and back (for [`crate::Client`]).
+impl From<Member> for pb::Member {
+    fn from(m: Member) -> Self {
+        pb::Member {
+            id: m.id,
+            rpc_addr: m.rpc_addr,
+            http_addr: m.http_addr,
+            suffrage: m.suffrage,
+            health: m.health,
+            match_index: m.match_index,
+            lag: m.lag,
+            last_contact_ms: m.last_contact_ms,
+        }
+    }
+}
+
+impl From<pb::Member> for Member {
+    fn from(m: pb::Member) -> Self {
+        Member {
+            id: m.id,
+            rpc_addr: m.rpc_addr,
+            http_addr: m.http_addr,
+            suffrage: m.suffrage,
+            health: m.health,
+            match_index: m.match_index,
+            lag: m.lag,
+            last_contact_ms: m.last_contact_ms,
+        }
+    }
+}
+
 type BackupStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -55,20 +86,7 @@ impl pb::admin_server::Admin for AdminGrpc {
         Ok(Response::new(pb::MembersResponse {
             leader: m.leader,
             term: m.term,
-            members: m
-                .members
-                .into_iter()
-                .map(|m| pb::Member {
-                    id: m.id,
-                    rpc_addr: m.rpc_addr,
-                    http_addr: m.http_addr,
-                    suffrage: m.suffrage,
-                    health: m.health,
-                    match_index: m.match_index,
-                    lag: m.lag,
-                    last_contact_ms: m.last_contact_ms,
-                })
-                .collect(),
+            members: m.members.into_iter().map(pb::Member::from).collect(),
         }))
     }
 
