@@ -44,7 +44,7 @@ fi
 # and kubernetes-validate for the manifests (tests/deploy.rs).
 ./scripts/py-env.sh >/dev/null
 export BRAFT_REQUIRE_PY=1
-cargo test "$@"
+cargo test --no-fail-fast "$@"
 if [ $# -eq 0 ]; then
   ./scripts/sim.sh
 fi
