@@ -29,7 +29,7 @@ mod admin;
 
 use futures::StreamExt;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::distribute::Assignment;
@@ -58,6 +58,32 @@ struct Inner {
     /// The endpoint that answered last.
     current: Mutex<usize>,
     timeout: Duration,
+    /// Set when the endpoints are `https://`.
+    tls: Option<ClientTls>,
+}
+
+/// TLS for a client of `https://` endpoints: the CA to trust (else the public web's
+/// roots), and a client certificate when the nodes require one
+/// (`BRAFT_CLIENT_CA_FILE`). PEM bytes, as read from files.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub cert_pem: Option<Vec<u8>>,
+    pub key_pem: Option<Vec<u8>>,
+}
+
+impl ClientTls {
+    fn tonic(&self) -> ClientTlsConfig {
+        let mut c = ClientTlsConfig::new();
+        c = match &self.ca_pem {
+            Some(ca) => c.ca_certificate(Certificate::from_pem(ca)),
+            None => c.with_webpki_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.cert_pem, &self.key_pem) {
+            c = c.identity(Identity::from_pem(cert, key));
+        }
+        c
+    }
 }
 
 /// Whether a failed call may be sent again.
@@ -83,19 +109,45 @@ impl Client {
     }
 
     /// Like [`Client::connect`], without the check, and with `timeout` per call.
+    /// `https://` endpoints use TLS with the public web's roots; see [`Client::with_tls`].
     pub fn new<I, S>(endpoints: I, timeout: Duration) -> Result<Client, Error>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let endpoints: Vec<String> = endpoints
+        Self::with_tls(endpoints, timeout, ClientTls::default())
+    }
+
+    /// Like [`Client::new`], with the CA and client certificate for `https://`
+    /// endpoints. Endpoints are all `https://` or all plain.
+    pub fn with_tls<I, S>(endpoints: I, timeout: Duration, tls: ClientTls) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let raw: Vec<String> = endpoints
             .into_iter()
-            .map(|e| e.into().trim().trim_start_matches("http://").to_string())
+            .map(|e| e.into().trim().to_string())
             .filter(|e| !e.is_empty())
             .collect();
-        if endpoints.is_empty() {
+        if raw.is_empty() {
             return Err(Error::BadRequest("a client needs at least one endpoint".into()));
         }
+        let secure = raw.iter().filter(|e| e.starts_with("https://")).count();
+        if secure != 0 && secure != raw.len() {
+            return Err(Error::BadRequest(
+                "endpoints mix https:// and plain ones; use one or the other".into(),
+            ));
+        }
+        let endpoints: Vec<String> = raw
+            .iter()
+            .map(|e| {
+                e.trim_start_matches("https://")
+                    .trim_start_matches("http://")
+                    .to_string()
+            })
+            .collect();
+        let tls = (secure != 0).then_some(tls);
         for e in &endpoints {
             Endpoint::from_shared(format!("http://{e}"))
                 .map_err(|err| Error::BadRequest(format!("endpoint '{e}': {err}")))?;
@@ -106,6 +158,7 @@ impl Client {
                 channels: Mutex::default(),
                 current: Mutex::new(0),
                 timeout,
+                tls,
             }),
         })
     }
@@ -113,7 +166,9 @@ impl Client {
     /// The same client with another per-call timeout.
     pub fn timeout(&self, timeout: Duration) -> Client {
         let endpoints = self.inner.endpoints.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Self::new(endpoints, timeout).expect("endpoints already checked")
+        let mut c = Self::new(endpoints, timeout).expect("endpoints already checked");
+        Arc::get_mut(&mut c.inner).expect("just made").tls = self.inner.tls.clone();
+        c
     }
 
     fn channel(&self, endpoint: &str) -> Result<Channel, Error> {
@@ -121,11 +176,17 @@ impl Client {
         if let Some(c) = channels.get(endpoint) {
             return Ok(c.clone());
         }
-        let c = Endpoint::from_shared(format!("http://{endpoint}"))
+        let scheme = if self.inner.tls.is_some() { "https" } else { "http" };
+        let mut e = Endpoint::from_shared(format!("{scheme}://{endpoint}"))
             .map_err(|e| Error::BadRequest(format!("endpoint '{endpoint}': {e}")))?
             .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.inner.tls {
+            e = e
+                .tls_config(tls.tonic())
+                .map_err(|err| Error::BadRequest(format!("endpoint '{endpoint}': TLS: {err}")))?;
+        }
+        let c = e.connect_lazy();
         channels.insert(endpoint.to_string(), c.clone());
         Ok(c)
     }

@@ -27,7 +27,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &str, problem: impl Into<String>) -> Self {
         Self {
             setting: setting.to_string(),
             problem: problem.into(),
@@ -170,6 +170,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.saturating_mul(mul_ms)))
 }
 
+/// A file path; empty means unset.
+fn path_setting(v: &str) -> Option<PathBuf> {
+    Some(v.trim()).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" | "y" => Ok(true),
@@ -238,6 +243,18 @@ pub struct Config {
     /// The shared secret peers present on every peer RPC (`BRAFT_CLUSTER_TOKEN`); `None`
     /// leaves peer RPCs open.
     pub cluster_token: Option<String>,
+    /// The client plane's certificate and key (`BRAFT_CERT_FILE`, `BRAFT_KEY_FILE`):
+    /// set, HPORT speaks TLS only (see [`crate::tls`]).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The CA client certificates must chain to (`BRAFT_CLIENT_CA_FILE`); set, HPORT
+    /// refuses clients without one (etcd's `--client-cert-auth`).
+    pub client_ca_file: Option<PathBuf>,
+    /// The peer plane's certificate, key and CA (`BRAFT_PEER_CERT_FILE`, ...), each
+    /// falling back to the client plane's; peer TLS is always mutual.
+    pub peer_cert_file: Option<PathBuf>,
+    pub peer_key_file: Option<PathBuf>,
+    pub peer_ca_file: Option<PathBuf>,
     /// The mDNS service type advertised and browsed (`MDNS_SERVICE`/`MDS`).
     pub mdns_service: String,
     /// The namespace whose pods Kubernetes discovery lists (`K8S_NAMESPACE`/`K8N`);
@@ -305,6 +322,12 @@ impl Default for Config {
             sleep_ms: 0,
             codec: Codec::MsgPack,
             cluster_token: None,
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            peer_cert_file: None,
+            peer_key_file: None,
+            peer_ca_file: None,
             mdns_service: "_braft._tcp".into(),
             k8s_namespace: None,
             k8s_labels: "app=braft".into(),
@@ -547,6 +570,66 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| {
             crate::auth::ClusterToken::new(Some(v.trim()))?;
             c.cluster_token = Some(v.trim().to_string()).filter(|t| !t.is_empty());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "cert_file",
+        env: "BRAFT_CERT_FILE",
+        alias: None,
+        help: "PEM certificate for HTTP and client gRPC on HPORT; turns TLS on (default: none, plaintext)",
+        apply: |c, v| {
+            c.cert_file = path_setting(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "key_file",
+        env: "BRAFT_KEY_FILE",
+        alias: None,
+        help: "PEM private key of BRAFT_CERT_FILE",
+        apply: |c, v| {
+            c.key_file = path_setting(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "client_ca_file",
+        env: "BRAFT_CLIENT_CA_FILE",
+        alias: None,
+        help: "PEM CA that client certificates must chain to; set, clients without one are refused",
+        apply: |c, v| {
+            c.client_ca_file = path_setting(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "peer_cert_file",
+        env: "BRAFT_PEER_CERT_FILE",
+        alias: None,
+        help: "PEM certificate for peer traffic on RPORT, always mutual (default: BRAFT_CERT_FILE)",
+        apply: |c, v| {
+            c.peer_cert_file = path_setting(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "peer_key_file",
+        env: "BRAFT_PEER_KEY_FILE",
+        alias: None,
+        help: "PEM private key of the peer certificate (default: BRAFT_KEY_FILE)",
+        apply: |c, v| {
+            c.peer_key_file = path_setting(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "peer_ca_file",
+        env: "BRAFT_PEER_CA_FILE",
+        alias: None,
+        help: "PEM CA that peers' certificates must chain to (default: BRAFT_CLIENT_CA_FILE)",
+        apply: |c, v| {
+            c.peer_ca_file = path_setting(v);
             Ok(())
         },
     },
@@ -876,6 +959,46 @@ impl Config {
         if self.sleep_ms > 3_600_000 {
             return Err(ConfigError::new("BRAFT_SLEEP", "allowed: at most 1h"));
         }
+        self.validate_tls()
+    }
+
+    /// Which TLS files go together. Whether they load is checked when the node starts
+    /// ([`crate::tls::Planes::from_config`]).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let pairs = [
+            ("BRAFT_CERT_FILE", &self.cert_file, "BRAFT_KEY_FILE", &self.key_file),
+            (
+                "BRAFT_PEER_CERT_FILE",
+                &self.peer_cert_file,
+                "BRAFT_PEER_KEY_FILE",
+                &self.peer_key_file,
+            ),
+        ];
+        for (a, x, b, y) in pairs {
+            match (x, y) {
+                (Some(_), None) => return Err(ConfigError::new(b, format!("must be set with {a}"))),
+                (None, Some(_)) => return Err(ConfigError::new(a, format!("must be set with {b}"))),
+                _ => {}
+            }
+        }
+        if self.client_ca_file.is_some() && self.cert_file.is_none() {
+            return Err(ConfigError::new(
+                "BRAFT_CLIENT_CA_FILE",
+                "needs BRAFT_CERT_FILE and BRAFT_KEY_FILE: client certificates are checked only over TLS",
+            ));
+        }
+        if self.peer_cert_file.is_some() && self.peer_ca_file.is_none() && self.client_ca_file.is_none() {
+            return Err(ConfigError::new(
+                "BRAFT_PEER_CA_FILE",
+                "peer TLS is always mutual: set the CA that peers' certificates chain to",
+            ));
+        }
+        if self.peer_ca_file.is_some() && self.peer_cert_file.is_none() && self.cert_file.is_none() {
+            return Err(ConfigError::new(
+                "BRAFT_PEER_CERT_FILE",
+                "must be set (or BRAFT_CERT_FILE) with BRAFT_PEER_CA_FILE",
+            ));
+        }
         Ok(())
     }
 
@@ -962,6 +1085,15 @@ impl Config {
     }
 
     /// The data directory: `data_dir`, or `./braft-data/<rport>`.
+    /// `https` when HPORT speaks TLS, else `http`: for URLs that point at a node.
+    pub fn http_scheme(&self) -> &'static str {
+        if self.cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()

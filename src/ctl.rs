@@ -36,6 +36,16 @@ pub struct Ctl {
     /// How long one operation may take, with retries, in seconds.
     #[arg(long, default_value_t = 10.0, global = true)]
     timeout: f64,
+    /// For https:// endpoints: the CA (PEM) that signed the nodes' certificates; else
+    /// the public web's roots are trusted.
+    #[arg(long, env = "BRAFT_CACERT", global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM), for nodes that require one (BRAFT_CLIENT_CA_FILE).
+    #[arg(long = "cert", env = "BRAFT_CLIENT_CERT", global = true, requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long = "key", env = "BRAFT_CLIENT_KEY", global = true, requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: CtlCmd,
 }
@@ -155,12 +165,33 @@ impl From<AdminError> for Failed {
     }
 }
 
+/// Reads the TLS files named by --cacert, --cert and --key.
+fn client_tls(ctl: &Ctl) -> Result<braft::client::ClientTls, String> {
+    let read = |flag: &str, p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display())))
+            .transpose()
+    };
+    Ok(braft::client::ClientTls {
+        ca_pem: read("--cacert", &ctl.cacert)?,
+        cert_pem: read("--cert", &ctl.client_cert)?,
+        key_pem: read("--key", &ctl.client_key)?,
+    })
+}
+
 pub fn run(ctl: Ctl) -> ExitCode {
     if !(ctl.timeout > 0.0 && ctl.timeout.is_finite()) {
         eprintln!("braft ctl: --timeout must be a positive number of seconds");
         return ExitCode::from(2);
     }
-    let client = match Client::new(ctl.endpoints.clone(), Duration::from_secs_f64(ctl.timeout)) {
+    let tls = match client_tls(&ctl) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("braft ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match Client::with_tls(ctl.endpoints.clone(), Duration::from_secs_f64(ctl.timeout), tls) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("braft ctl: {e}");

@@ -7,7 +7,23 @@ use std::time::{Duration, Instant};
 
 const PORTS: [u16; 3] = [15000, 16000, 17000];
 
-pub fn run() -> ExitCode {
+/// Where `braft demo --tls` keeps its development CA and certificates.
+const CERTS: &str = "braft-data/certs";
+
+pub fn run(tls: bool) -> ExitCode {
+    if tls {
+        if let Err(e) = crate::cert::ensure_demo_certs(std::path::Path::new(CERTS)) {
+            eprintln!("braft demo: cannot make certificates in {CERTS}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let scheme = if tls { "https" } else { "http" };
+    // curl needs the CA that signed the nodes' certificates.
+    let curl = if tls {
+        format!("curl --cacert {CERTS}/ca.pem")
+    } else {
+        "curl".to_string()
+    };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -17,8 +33,14 @@ pub fn run() -> ExitCode {
     };
     let discovery = format!("static:{}", PORTS.map(|p| format!("127.0.0.1:{p}")).join(","));
     let mut children: Vec<Child> = Vec::new();
-    for port in PORTS {
+    for (i, port) in PORTS.into_iter().enumerate() {
         let mut cmd = Command::new(&exe);
+        if tls {
+            // Client TLS on HPORT, mutual TLS between the nodes, one certificate each.
+            cmd.env("BRAFT_CERT_FILE", format!("{CERTS}/node-{}.pem", i + 1))
+                .env("BRAFT_KEY_FILE", format!("{CERTS}/node-{}-key.pem", i + 1))
+                .env("BRAFT_PEER_CA_FILE", format!("{CERTS}/ca.pem"));
+        }
         cmd.arg("serve")
             .env("BRAFT_DISCOVERY", &discovery)
             .env("BRAFT_IP", "127.0.0.1")
@@ -50,29 +72,36 @@ pub fn run() -> ExitCode {
         }
     }
 
-    let ready = wait_ready(Duration::from_secs(15));
+    let ready = wait_ready(Duration::from_secs(15), tls);
     println!();
     if ready {
         println!("braft demo: a 3-node cluster is up (data and logs in ./braft-data/<port>/).");
     } else {
         println!("braft demo: the nodes are starting (not ready yet); see ./braft-data/<port>/node.log.");
     }
-    println!("  dashboard: http://127.0.0.1:15002/ui");
+    println!("  dashboard: {scheme}://127.0.0.1:15002/ui");
     for port in PORTS {
         println!(
-            "  node {port}: raft/gRPC 127.0.0.1:{port}  HTTP http://127.0.0.1:{}",
+            "  node {port}: raft/gRPC 127.0.0.1:{port}  HTTP {scheme}://127.0.0.1:{}",
             port + 2
         );
     }
+    if tls {
+        println!("  TLS: CA and certificates in {CERTS}/ (clients trust {CERTS}/ca.pem; peers use mutual TLS)");
+    }
     println!();
     println!("Try:");
-    println!("  curl -X PUT --data 'world' http://127.0.0.1:15002/v1/kv/hello");
-    println!("  curl http://127.0.0.1:16002/v1/kv/hello");
-    println!("  curl http://127.0.0.1:17002/raft");
-    println!("  curl -N 'http://127.0.0.1:16002/v1/watch?prefix=he'        # changes, live (SSE)");
-    println!("  curl -X PUT -d '{{\"items\":[\"a\",\"b\",\"c\"]}}' http://127.0.0.1:15002/v1/distribute/jobs");
-    println!("  curl http://127.0.0.1:17002/v1/distribute/jobs                # who holds which item");
-    println!("  braft ctl status                                             # or: members, check, backup FILE");
+    println!("  {curl} -X PUT --data 'world' {scheme}://127.0.0.1:15002/v1/kv/hello");
+    println!("  {curl} {scheme}://127.0.0.1:16002/v1/kv/hello");
+    println!("  {curl} {scheme}://127.0.0.1:17002/raft");
+    println!("  {curl} -N '{scheme}://127.0.0.1:16002/v1/watch?prefix=he'        # changes, live (SSE)");
+    println!("  {curl} -X PUT -d '{{\"items\":[\"a\",\"b\",\"c\"]}}' {scheme}://127.0.0.1:15002/v1/distribute/jobs");
+    println!("  {curl} {scheme}://127.0.0.1:17002/v1/distribute/jobs                # who holds which item");
+    if tls {
+        println!("  braft ctl --endpoints https://127.0.0.1:15002 --cacert {CERTS}/ca.pem status");
+    } else {
+        println!("  braft ctl status                                             # or: members, check, backup FILE");
+    }
     println!();
     println!("Press Ctrl-C to stop all three nodes.");
 
@@ -103,23 +132,44 @@ fn node_log(port: u16) -> std::io::Result<(Stdio, Stdio)> {
     Ok((Stdio::from(f.try_clone()?), Stdio::from(f)))
 }
 
-/// Polls node 1's `/ready` with a bare HTTP/1.0 request (no client library needed).
-fn wait_ready(limit: Duration) -> bool {
-    use std::io::{Read, Write};
+/// Polls node 1's `/ready` with a bare HTTP/1.0 request (no client library needed),
+/// through rustls when the demo runs with TLS.
+fn wait_ready(limit: Duration, tls: bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", PORTS[0] + 2)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let _ = s.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n");
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
-                return true;
-            }
+        if ready_once(tls).unwrap_or(false) {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     false
+}
+
+fn ready_once(tls: bool) -> Result<bool, Box<dyn std::error::Error>> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", PORTS[0] + 2))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let request = b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    let mut buf = Vec::new();
+    if tls {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(format!("{CERTS}/ca.pem"))? {
+            roots.add(c?)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(braft::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), "127.0.0.1".try_into()?)?;
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        s.write_all(request)?;
+        let _ = s.read_to_end(&mut buf);
+    } else {
+        tcp.write_all(request)?;
+        let _ = tcp.read_to_end(&mut buf);
+    }
+    Ok(buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200"))
 }
 
 fn stop(children: &mut [Child]) {

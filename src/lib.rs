@@ -41,6 +41,7 @@ pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod store;
+pub mod tls;
 pub mod transport;
 pub mod watch;
 

@@ -1,8 +1,10 @@
 //! The `braft` server binary: configuration (flags, environment, TOML file) into the
 //! library, serve until SIGINT/SIGTERM, shut down gracefully. `braft demo` runs a local
-//! 3-node cluster of child processes, `braft ctl` operates a cluster, and `braft
-//! restore` builds a data directory from a backup.
+//! 3-node cluster of child processes, `braft ctl` operates a cluster, `braft
+//! restore` builds a data directory from a backup, and `braft cert` makes development
+//! certificates.
 
+mod cert;
 mod ctl;
 mod demo;
 
@@ -32,7 +34,16 @@ enum Cmd {
     /// Run one node (the default).
     Serve,
     /// Run a local 3-node cluster on 127.0.0.1 (ports 15000/16000/17000, HTTP +2).
-    Demo,
+    Demo {
+        /// With TLS: a development CA and certificates in braft-data/certs, HTTPS for
+        /// clients and mutual TLS between the nodes.
+        #[arg(long)]
+        tls: bool,
+    },
+    /// Development certificates: a CA and one certificate per node (`init`), or one
+    /// more from that CA (`new`, also to rotate one).
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
     /// Operate a cluster: status, members, leadership, snapshots, backups, keys.
     Ctl(ctl::Ctl),
     /// Build a new data directory from a backup (`braft ctl backup`, `GET /v1/snapshot`),
@@ -103,7 +114,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let restore_from = match cli.cmd {
-        Some(Cmd::Demo) => return demo::run(),
+        Some(Cmd::Demo { tls }) => return demo::run(tls),
+        Some(Cmd::Cert(cmd)) => return cert::run(cmd),
         Some(Cmd::Ctl(ctl)) => return ctl::run(ctl),
         Some(Cmd::Restore { ref from }) => Some(from.clone()),
         _ => None,

@@ -82,6 +82,36 @@ impl tower::Service<tonic::codegen::http::Uri> for DialConnector {
     }
 }
 
+/// The operating system's TCP, with TCP_NODELAY (Raft's small acks must not wait out
+/// Nagle and delayed ACKs).
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: &str) -> DialFuture {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            Ok(BoxConn::new(tcp))
+        })
+    }
+}
+
+/// Dials with another [`Dialer`], then wraps the connection in the peer plane's TLS.
+pub(crate) struct TlsDialer {
+    pub inner: Arc<dyn Dialer>,
+    pub tls: Arc<crate::tls::Plane>,
+}
+
+impl Dialer for TlsDialer {
+    fn dial(&self, addr: &str) -> DialFuture {
+        let conn = self.inner.dial(addr);
+        let tls = self.tls.clone();
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+        Box::pin(async move { crate::tls::connect(&tls, &host, conn.await?).await })
+    }
+}
+
 /// A custom listener for axum: the next accepted connection, forever.
 pub(crate) struct IncomingListener {
     pub incoming: Incoming,

@@ -18,7 +18,7 @@ pub(super) async fn backup(State(node): State<Node>) -> ApiResult<Response> {
     let b = match node.backup().await {
         Ok(b) => b,
         Err(Error::Unavailable { leader: Some(l), .. }) if !l.http_addr.is_empty() => {
-            let to = format!("http://{}/v1/snapshot", l.http_addr);
+            let to = format!("{}://{}/v1/snapshot", node.config().http_scheme(), l.http_addr);
             return Ok((
                 StatusCode::TEMPORARY_REDIRECT,
                 [(header::LOCATION, to.clone())],

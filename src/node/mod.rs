@@ -224,6 +224,9 @@ impl NodeBuilder {
     pub(crate) async fn assemble(self, reserved: fn(&Config) -> Vec<&'static str>) -> Result<Assembled, Error> {
         let config = self.config?;
         config.validate()?;
+        // Before binding anything: a TLS file that does not load is a configuration
+        // error (exit 2), named with its setting.
+        let tls = crate::tls::Planes::from_config(&config)?;
         if let Some(name) = self.duplicate_service {
             return Err(Error::BadRequest(format!("service '{name}' registered twice")));
         }
@@ -286,7 +289,15 @@ impl NodeBuilder {
                 problem,
             }
         })?;
-        let pool = ChannelPool::new(Duration::from_millis(500), token.clone(), self.dialer);
+        let dialer = match (&tls.peer, self.dialer) {
+            (Some(plane), inner) => Some(Arc::new(crate::transport::TlsDialer {
+                inner: inner.unwrap_or_else(|| Arc::new(crate::transport::TcpDialer)),
+                tls: plane.clone(),
+            }) as Arc<dyn crate::transport::Dialer>),
+            (None, inner) => inner,
+        };
+        warn_if_open(&config, &tls);
+        let pool = ChannelPool::new(Duration::from_millis(500), token.clone(), dialer);
         let consensus = Consensus::start(id, &config, pool.clone(), log_store, sm)
             .await
             .map_err(Error::Fatal)?;
@@ -357,6 +368,7 @@ impl NodeBuilder {
             grpc_routes: self.grpc_routes,
             http_routes: self.http_routes,
             token,
+            tls,
             background: Background {
                 advert,
                 roles_tx,
@@ -374,7 +386,25 @@ pub(crate) struct Assembled {
     pub grpc_routes: tonic::service::Routes,
     pub http_routes: axum::Router,
     pub token: crate::auth::ClusterToken,
+    pub tls: crate::tls::Planes,
     pub background: Background,
+}
+
+/// Says at start what is left unprotected, so that nobody runs an open cluster
+/// believing it closed.
+fn warn_if_open(config: &Config, tls: &crate::tls::Planes) {
+    if tls.peer.is_none() && config.cluster_token.is_none() {
+        tracing::warn!(
+            "peer RPCs on RPORT are unauthenticated and unencrypted: anyone who reaches it can join or remove members; set BRAFT_CLUSTER_TOKEN or peer TLS (BRAFT_PEER_CERT_FILE/BRAFT_PEER_KEY_FILE/BRAFT_PEER_CA_FILE)"
+        );
+    } else if tls.peer.is_none() {
+        tracing::warn!(
+            "peer traffic on RPORT is not encrypted (only BRAFT_CLUSTER_TOKEN is set); set peer TLS to encrypt it"
+        );
+    }
+    if tls.client.is_some() && tls.peer.is_none() {
+        tracing::warn!("client TLS is on but peer TLS is off: set BRAFT_PEER_CA_FILE (or BRAFT_CLIENT_CA_FILE) to encrypt peer traffic with the same certificate");
+    }
 }
 
 /// What the node's background tasks start from.
