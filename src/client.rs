@@ -60,6 +60,24 @@ struct Inner {
     timeout: Duration,
     /// Set when the endpoints are `https://`.
     tls: Option<ClientTls>,
+    /// Sent with every call (see [`Client::with_token`]).
+    token: BearerToken,
+}
+
+/// A channel that carries the client's token.
+pub(crate) type Ch = tonic::service::interceptor::InterceptedService<Channel, BearerToken>;
+
+/// Adds `authorization: Bearer <token>` to every call (nodes with `BRAFT_AUTH_FILE`).
+#[derive(Clone, Default)]
+pub(crate) struct BearerToken(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    }
 }
 
 /// TLS for a client of `https://` endpoints: the CA to trust (else the public web's
@@ -159,22 +177,47 @@ impl Client {
                 current: Mutex::new(0),
                 timeout,
                 tls,
+                token: BearerToken::default(),
             }),
         })
     }
 
-    /// The same client with another per-call timeout.
-    pub fn timeout(&self, timeout: Duration) -> Client {
-        let endpoints = self.inner.endpoints.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut c = Self::new(endpoints, timeout).expect("endpoints already checked");
-        Arc::get_mut(&mut c.inner).expect("just made").tls = self.inner.tls.clone();
-        c
+    /// A copy with fresh channels, changed by `change`.
+    fn remade(&self, change: impl FnOnce(&mut Duration, &mut BearerToken)) -> Client {
+        let mut timeout = self.inner.timeout;
+        let mut token = self.inner.token.clone();
+        change(&mut timeout, &mut token);
+        Client {
+            inner: Arc::new(Inner {
+                endpoints: Mutex::new(self.inner.endpoints.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+                channels: Mutex::default(),
+                current: Mutex::new(0),
+                timeout,
+                tls: self.inner.tls.clone(),
+                token,
+            }),
+        }
     }
 
-    fn channel(&self, endpoint: &str) -> Result<Channel, Error> {
+    /// The same client with another per-call timeout.
+    pub fn timeout(&self, timeout: Duration) -> Client {
+        self.remade(|t, _| *t = timeout)
+    }
+
+    /// The same client, sending `token` as `authorization: Bearer <token>` with every
+    /// call (for nodes with `BRAFT_AUTH_FILE`).
+    pub fn with_token(&self, token: &str) -> Result<Client, Error> {
+        let value = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| Error::BadRequest("the token must be printable ASCII".into()))?;
+        Ok(self.remade(|_, t| *t = BearerToken(Some(value))))
+    }
+
+    fn channel(&self, endpoint: &str) -> Result<Ch, Error> {
+        let wrap = |c: Channel| Ch::new(c, self.inner.token.clone());
         let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(endpoint) {
-            return Ok(c.clone());
+            return Ok(wrap(c.clone()));
         }
         let scheme = if self.inner.tls.is_some() { "https" } else { "http" };
         let mut e = Endpoint::from_shared(format!("{scheme}://{endpoint}"))
@@ -188,7 +231,7 @@ impl Client {
         }
         let c = e.connect_lazy();
         channels.insert(endpoint.to_string(), c.clone());
-        Ok(c)
+        Ok(wrap(c))
     }
 
     /// The endpoint to try now.
@@ -222,7 +265,7 @@ impl Client {
     /// passes.
     async fn call<T, F, Fut>(&self, retry: Retry, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Ch) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + self.inner.timeout;
@@ -278,7 +321,7 @@ impl Client {
         }
     }
 
-    fn kv(ch: Channel) -> pb::kv_client::KvClient<Channel> {
+    fn kv(ch: Ch) -> pb::kv_client::KvClient<Ch> {
         pb::kv_client::KvClient::new(ch).max_decoding_message_size(64 << 20)
     }
 
@@ -573,6 +616,8 @@ fn from_status(s: &Status, endpoint: &str) -> Error {
         // No braft code: a transport failure, or a check before any braft logic.
         None => match s.code() {
             Code::InvalidArgument => Error::BadRequest(s.message().to_string()),
+            Code::Unauthenticated => Error::Access(crate::access::Denied::Unauthenticated(reason)),
+            Code::PermissionDenied => Error::Access(crate::access::Denied::PermissionDenied(reason)),
             Code::Unavailable | Code::Unknown | Code::Cancelled => Error::Unavailable { reason, leader: None },
             Code::DeadlineExceeded => Error::Indeterminate { reason, leader: None },
             _ => Error::Fatal(reason),

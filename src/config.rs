@@ -255,6 +255,11 @@ pub struct Config {
     pub peer_cert_file: Option<PathBuf>,
     pub peer_key_file: Option<PathBuf>,
     pub peer_ca_file: Option<PathBuf>,
+    /// Client tokens with roles (`BRAFT_AUTH_FILE`, see [`crate::access`]); `None`
+    /// leaves the client API open.
+    pub auth_file: Option<PathBuf>,
+    /// `/metrics` needs a read token too (`BRAFT_METRICS_AUTH`).
+    pub metrics_auth: bool,
     /// The mDNS service type advertised and browsed (`MDNS_SERVICE`/`MDS`).
     pub mdns_service: String,
     /// The namespace whose pods Kubernetes discovery lists (`K8S_NAMESPACE`/`K8N`);
@@ -328,6 +333,8 @@ impl Default for Config {
             peer_cert_file: None,
             peer_key_file: None,
             peer_ca_file: None,
+            auth_file: None,
+            metrics_auth: false,
             mdns_service: "_braft._tcp".into(),
             k8s_namespace: None,
             k8s_labels: "app=braft".into(),
@@ -630,6 +637,26 @@ pub const SETTINGS: &[Setting] = &[
         help: "PEM CA that peers' certificates must chain to (default: BRAFT_CLIENT_CA_FILE)",
         apply: |c, v| {
             c.peer_ca_file = path_setting(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "auth_file",
+        env: "BRAFT_AUTH_FILE",
+        alias: None,
+        help: "TOML file of client tokens with roles (read, write, admin); re-read on change (default: none, the client API is open)",
+        apply: |c, v| {
+            c.auth_file = path_setting(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "metrics_auth",
+        env: "BRAFT_METRICS_AUTH",
+        alias: None,
+        help: "require a read token for /metrics too (default false)",
+        apply: |c, v| {
+            c.metrics_auth = parse_bool(v)?;
             Ok(())
         },
     },
@@ -980,6 +1007,12 @@ impl Config {
                 (None, Some(_)) => return Err(ConfigError::new(a, format!("must be set with {b}"))),
                 _ => {}
             }
+        }
+        if self.metrics_auth && self.auth_file.is_none() {
+            return Err(ConfigError::new(
+                "BRAFT_METRICS_AUTH",
+                "needs BRAFT_AUTH_FILE (the tokens to check)",
+            ));
         }
         if self.client_ca_file.is_some() && self.cert_file.is_none() {
             return Err(ConfigError::new(

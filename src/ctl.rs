@@ -43,6 +43,9 @@ pub struct Ctl {
     /// A client certificate (PEM), for nodes that require one (BRAFT_CLIENT_CA_FILE).
     #[arg(long = "cert", env = "BRAFT_CLIENT_CERT", global = true, requires = "client_key")]
     client_cert: Option<std::path::PathBuf>,
+    /// A client token (see `braft token new`), for nodes with BRAFT_AUTH_FILE.
+    #[arg(long, env = "BRAFT_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// The client certificate's private key (PEM).
     #[arg(long = "key", env = "BRAFT_CLIENT_KEY", global = true, requires = "client_cert")]
     client_key: Option<std::path::PathBuf>,
@@ -191,7 +194,13 @@ pub fn run(ctl: Ctl) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match Client::with_tls(ctl.endpoints.clone(), Duration::from_secs_f64(ctl.timeout), tls) {
+    let client = Client::with_tls(ctl.endpoints.clone(), Duration::from_secs_f64(ctl.timeout), tls).and_then(|c| {
+        match &ctl.token {
+            Some(t) => c.with_token(t),
+            None => Ok(c),
+        }
+    });
+    let client = match client {
         Ok(c) => c,
         Err(e) => {
             eprintln!("braft ctl: {e}");

@@ -51,6 +51,10 @@ pub enum Error {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The caller's token is missing, unknown, or its role too low
+    /// (`BRAFT_AUTH_FILE`).
+    #[error("{0}")]
+    Access(#[from] crate::access::Denied),
 
     /// The Raft core stopped; this node can no longer serve.
     #[error("fatal: {0}")]

@@ -20,6 +20,7 @@
 //! - [`watch`]: ordered, resumable streams of the KV service's changes.
 //! - [`error`]: the errors callers can act on.
 
+pub mod access;
 mod auth;
 pub mod client;
 pub mod codec;

@@ -44,6 +44,9 @@ enum Cmd {
     /// more from that CA (`new`, also to rotate one).
     #[command(subcommand)]
     Cert(cert::CertCmd),
+    /// Client tokens for BRAFT_AUTH_FILE.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Operate a cluster: status, members, leadership, snapshots, backups, keys.
     Ctl(ctl::Ctl),
     /// Build a new data directory from a backup (`braft ctl backup`, `GET /v1/snapshot`),
@@ -55,6 +58,38 @@ enum Cmd {
         #[arg(long)]
         from: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Print a fresh random token, and the lines to paste into BRAFT_AUTH_FILE (which
+    /// stores only its hash). The token goes to stdout's first line.
+    New {
+        /// Who holds it (shown in logs and errors).
+        #[arg(long)]
+        name: String,
+        /// read (get, list, watch, status), write (also put, delete, distribute) or
+        /// admin (also the admin API, backups and membership).
+        #[arg(long)]
+        role: braft::access::Role,
+    },
+}
+
+fn token_new(name: &str, role: braft::access::Role) -> ExitCode {
+    if name.is_empty() || name.contains(['"', '\\', '\n']) {
+        eprintln!("braft token: --name must be non-empty, without quotes, backslashes or newlines");
+        return ExitCode::from(2);
+    }
+    let token = braft::access::new_token();
+    println!("{token}");
+    println!();
+    println!("[[token]]");
+    println!("name = \"{name}\"");
+    println!("role = \"{}\"", role.as_str());
+    println!("sha256 = \"{}\"", braft::access::token_hash(&token));
+    eprintln!("the first line is the token: give it to its holder (it is not stored anywhere);");
+    eprintln!("paste the [[token]] lines into BRAFT_AUTH_FILE on every node (re-read on change)");
+    ExitCode::SUCCESS
 }
 
 /// The settings' flags, built from the library's table so that every environment
@@ -116,6 +151,7 @@ fn main() -> ExitCode {
     let restore_from = match cli.cmd {
         Some(Cmd::Demo { tls }) => return demo::run(tls),
         Some(Cmd::Cert(cmd)) => return cert::run(cmd),
+        Some(Cmd::Token(TokenCmd::New { ref name, role })) => return token_new(name, role),
         Some(Cmd::Ctl(ctl)) => return ctl::run(ctl),
         Some(Cmd::Restore { ref from }) => Some(from.clone()),
         _ => None,

@@ -356,9 +356,9 @@ fn load(f: &TlsFiles) -> Result<Loaded, ConfigError> {
         Some((path, setting)) => {
             let mut roots = RootCertStore::empty();
             for c in certs(path, setting)? {
-                roots.add(c).map_err(|e| {
-                    ConfigError::new(setting, format!("{}: not a CA certificate: {e}", path.display()))
-                })?;
+                roots
+                    .add(c)
+                    .map_err(|e| ConfigError::new(setting, format!("{}: not a CA certificate: {e}", path.display())))?;
             }
             Some(Arc::new(roots))
         }

@@ -5,16 +5,15 @@
 //! already holds changes nothing), so they are retried like reads.
 
 use futures::StreamExt;
-use tonic::transport::Channel;
 
-use super::{Client, Retry};
+use super::{Ch, Client, Retry};
 use crate::error::Error;
 use crate::node::admin::{AdminError, Member, Members};
 use crate::node::Backup;
 use crate::pb;
 use crate::raft::NodeId;
 
-fn admin(ch: Channel) -> pb::admin_client::AdminClient<Channel> {
+fn admin(ch: Ch) -> pb::admin_client::AdminClient<Ch> {
     pb::admin_client::AdminClient::new(ch).max_decoding_message_size(64 << 20)
 }
 
@@ -56,7 +55,7 @@ impl Client {
 
     async fn admin_op<F, Fut>(&self, call: F) -> Result<String, AdminError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Ch) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<pb::AdminResponse>, tonic::Status>>,
     {
         self.call(Retry::Always, call)

@@ -8,6 +8,8 @@ pub(crate) mod kv;
 mod metrics;
 
 use tonic::transport::server::TcpIncoming;
+
+use crate::access::Guarded;
 use tonic::{Request, Response, Status};
 
 use crate::auth::ClusterToken;
@@ -40,15 +42,34 @@ pub(crate) fn builtin_service_names(config: &crate::config::Config) -> Vec<&'sta
 /// address (`braft ctl`'s default, `127.0.0.1:15002`) reaches the same services as on
 /// RPORT. HTTP/2 with prior knowledge is what gRPC speaks; the HTTP server accepts it
 /// beside HTTP/1. The peer protocol stays on RPORT alone.
+/// The public services (Kv, Distributor, Admin), each behind the token check; served
+/// on RPORT and on HPORT alike.
+#[allow(clippy::type_complexity)]
+fn public_services(
+    node: &Node,
+) -> (
+    Guarded<pb::kv_server::KvServer<kv::KvGrpc>>,
+    Guarded<pb::distributor_server::DistributorServer<distribute::DistributorGrpc>>,
+    Guarded<pb::admin_server::AdminServer<admin::AdminGrpc>>,
+) {
+    let access = node.access();
+    let kv = pb::kv_server::KvServer::new(kv::KvGrpc::new(node.clone()))
+        .max_decoding_message_size(node.config().max_value_bytes + 64 * 1024);
+    let distributor = pb::distributor_server::DistributorServer::new(distribute::DistributorGrpc::new(node.clone()));
+    let admin = pb::admin_server::AdminServer::new(admin::AdminGrpc::new(node.clone()));
+    (
+        Guarded::new(kv, access.clone()),
+        Guarded::new(distributor, access.clone()),
+        Guarded::new(admin, access),
+    )
+}
+
 pub(crate) fn public_routes(node: &Node) -> axum::Router {
     let count = node
         .config()
         .metrics
         .then(|| metrics::CountLayer(node.inner.metrics.clone()));
-    let kv = pb::kv_server::KvServer::new(kv::KvGrpc::new(node.clone()))
-        .max_decoding_message_size(node.config().max_value_bytes + 64 * 1024);
-    let distributor = pb::distributor_server::DistributorServer::new(distribute::DistributorGrpc::new(node.clone()));
-    let admin = pb::admin_server::AdminServer::new(admin::AdminGrpc::new(node.clone()));
+    let (kv, distributor, admin) = public_services(node);
     let r = axum::Router::new();
     let r = route(r, "/braft.v1.Kv/{method}", kv, &count);
     let r = route(r, "/braft.v1.Distributor/{method}", distributor, &count);
@@ -88,8 +109,7 @@ pub(crate) async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // Every peer RPC must carry the cluster token (when one is configured).
     let raft = tonic::service::interceptor::InterceptedService::new(raft, token.checker());
-    let kv = pb::kv_server::KvServer::new(kv::KvGrpc::new(node.clone()))
-        .max_decoding_message_size(node.config().max_value_bytes + 64 * 1024);
+    let (kv, distributor, admin) = public_services(&node);
     // Both reflection protocols: v1 for current tools, v1alpha for Python's
     // grpcio-reflection, older grpcurl, grpcui and Postman, which speak only that.
     let reflection = if node.config().grpc_reflection {
@@ -106,8 +126,6 @@ pub(crate) async fn serve(
     } else {
         None
     };
-    let distributor = pb::distributor_server::DistributorServer::new(distribute::DistributorGrpc::new(node.clone()));
-    let admin = pb::admin_server::AdminServer::new(admin::AdminGrpc::new(node.clone()));
     let mut routes = user_routes
         .add_service(raft)
         .add_service(kv)

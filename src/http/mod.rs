@@ -19,6 +19,7 @@ mod backup;
 mod cluster;
 mod compat;
 mod distribute;
+mod guard;
 mod kv;
 mod metrics;
 mod ui;
@@ -96,6 +97,13 @@ impl From<Error> for ApiError {
             }
             Error::UnknownService(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_service", e.to_string()),
             Error::BadRequest(_) => ApiError::bad("bad_request", e.to_string()),
+            Error::Access(ref d) => {
+                let status = match d {
+                    crate::access::Denied::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                    crate::access::Denied::PermissionDenied(_) => StatusCode::FORBIDDEN,
+                };
+                ApiError::new(status, d.code(), e.to_string())
+            }
             Error::Config(_) | Error::Io(_) | Error::Fatal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
@@ -237,9 +245,11 @@ const INDEX_HEADER: &str = "x-braft-index";
 /// Serves until the node shuts down, then finishes in-flight requests.
 pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_routes: Router) {
     let mut shutdown = node.shutdown_signal();
+    // The token check covers braft's routes and the application's alike.
     let app = user_routes
         .merge(router(node.clone()))
-        .merge(crate::grpc::public_routes(&node));
+        .merge(crate::grpc::public_routes(&node))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), guard::guard));
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm and
     // delayed ACKs add ~40 ms to a keep-alive client's next request.
     use axum::serve::ListenerExt;

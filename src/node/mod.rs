@@ -227,6 +227,10 @@ impl NodeBuilder {
         // Before binding anything: a TLS file that does not load is a configuration
         // error (exit 2), named with its setting.
         let tls = crate::tls::Planes::from_config(&config)?;
+        let access = Arc::new(match &config.auth_file {
+            Some(path) => crate::access::Access::from_file(path, config.metrics_auth)?,
+            None => crate::access::Access::open(),
+        });
         if let Some(name) = self.duplicate_service {
             return Err(Error::BadRequest(format!("service '{name}' registered twice")));
         }
@@ -296,7 +300,7 @@ impl NodeBuilder {
             }) as Arc<dyn crate::transport::Dialer>),
             (None, inner) => inner,
         };
-        warn_if_open(&config, &tls);
+        warn_if_open(&config, &tls, &access);
         let pool = ChannelPool::new(Duration::from_millis(500), token.clone(), dialer);
         let consensus = Consensus::start(id, &config, pool.clone(), log_store, sm)
             .await
@@ -348,6 +352,7 @@ impl NodeBuilder {
             biz_data: self.biz_data,
             discovery_warnings: Mutex::new(Vec::new()),
             metrics,
+            access,
         });
         metrics::attach(&node_weak(&inner));
         let node = Node { inner };
@@ -392,7 +397,10 @@ pub(crate) struct Assembled {
 
 /// Says at start what is left unprotected, so that nobody runs an open cluster
 /// believing it closed.
-fn warn_if_open(config: &Config, tls: &crate::tls::Planes) {
+fn warn_if_open(config: &Config, tls: &crate::tls::Planes, access: &crate::access::Access) {
+    if !access.enabled() {
+        tracing::warn!("the client API is open: anyone who reaches HPORT or RPORT can read and write every key and change membership; set BRAFT_AUTH_FILE (see `braft token new`)");
+    }
     if tls.peer.is_none() && config.cluster_token.is_none() {
         tracing::warn!(
             "peer RPCs on RPORT are unauthenticated and unencrypted: anyone who reaches it can join or remove members; set BRAFT_CLUSTER_TOKEN or peer TLS (BRAFT_PEER_CERT_FILE/BRAFT_PEER_KEY_FILE/BRAFT_PEER_CA_FILE)"
@@ -566,6 +574,8 @@ pub(crate) struct Inner {
     /// Advice about the discovery settings, each given once (see `formation`).
     pub discovery_warnings: Mutex<Vec<String>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Who may do what on the client plane (checked by the surfaces, before the node).
+    pub access: Arc<crate::access::Access>,
 }
 
 fn node_weak(inner: &Arc<Inner>) -> (std::sync::Weak<Inner>, Arc<crate::metrics::Metrics>) {
@@ -620,6 +630,11 @@ impl Node {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The client plane's tokens and roles.
+    pub fn access(&self) -> Arc<crate::access::Access> {
+        self.inner.access.clone()
     }
 
     pub(crate) fn status(&self) -> RaftStatus {
