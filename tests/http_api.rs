@@ -288,3 +288,53 @@ async fn raft_status_reports_unreachable_members() {
     assert!(entry["error"].as_str().is_some_and(|e| !e.is_empty()), "{entry}");
     c.shutdown().await;
 }
+
+/// A client that sends a whole oversized body before reading anything (no
+/// `Expect: 100-continue`, as Python's urllib does) still reads the 413 JSON error
+/// rather than a broken pipe or a reset, with a declared length and with a chunked body
+/// alike; and the same connection's next request is served (keep-alive survives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_sent_whole_still_gets_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _g = serial().await;
+    let c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    let body = vec![b'v'; 2 << 20];
+    for chunked in [false, true] {
+        let mut s = tokio::net::TcpStream::connect(c.members[0].http).await.unwrap();
+        let mut req = Vec::new();
+        if chunked {
+            req.extend(b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+            for part in body.chunks(64 << 10) {
+                req.extend(format!("{:x}\r\n", part.len()).as_bytes());
+                req.extend(part);
+                req.extend(b"\r\n");
+            }
+            req.extend(b"0\r\n\r\n");
+        } else {
+            req.extend(
+                format!(
+                    "PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            req.extend(&body);
+        }
+        req.extend(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(&req).await.expect("the whole body is accepted");
+        let mut resp = Vec::new();
+        tokio::time::timeout(LIMIT, s.read_to_end(&mut resp))
+            .await
+            .expect("answered in time")
+            .expect("no reset");
+        let text = String::from_utf8_lossy(&resp);
+        assert!(text.starts_with("HTTP/1.1 413"), "chunked={chunked}: {text}");
+        assert!(text.contains("\"code\":\"value_too_large\""), "{text}");
+        assert!(
+            text.contains("\"status\":\"ok\""),
+            "the next request on the connection: {text}"
+        );
+    }
+    c.shutdown().await;
+}

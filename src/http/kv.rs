@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -23,27 +23,8 @@ pub(super) async fn empty_key() -> ApiError {
     ApiError::bad("bad_key", "key must not be empty")
 }
 
-pub(super) async fn put_key(
-    State(node): State<Node>,
-    Key(key): Key,
-    q: Params,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
+pub(super) async fn put_key(State(node): State<Node>, Key(key): Key, q: Params, body: Body) -> ApiResult<Response> {
     check_key(&key)?;
-    let max = node.config().max_value_bytes;
-    if let Some(len) = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > max {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "value_too_large",
-                format!("value of {len} bytes exceeds BRAFT_MAX_VALUE_BYTES ({max} bytes)"),
-            ));
-        }
-    }
     let precondition = match (q.get("prev_version")?, q.bytes("prev_value")) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad(
