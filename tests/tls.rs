@@ -500,3 +500,56 @@ fn unusable_tls_files_exit_2_and_name_the_problem() {
     // Refused before anything was written.
     assert!(!Path::new(&data).exists());
 }
+
+/// `braft demo --tls`: one command makes a CA and certificates, starts three nodes with
+/// HTTPS and mutual TLS, and says so; a client trusting the printed CA writes on one
+/// node and reads on another; Ctrl-C stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_with_tls() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_braft"))
+        .args(["demo", "--tls"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Reads the banner, then keeps reading to the end (the demo prints as it stops).
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("Press Ctrl-C") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(text.clone());
+                }
+            }
+        }
+    });
+    let banner = tokio::time::timeout(LIMIT, rx).await.expect("the banner").unwrap();
+    assert!(banner.contains("a 3-node cluster is up"), "{banner}");
+    assert!(banner.contains("https://127.0.0.1:15002/ui"), "{banner}");
+    let ca = dir.path().join("braft-data/certs/ca.pem");
+    let client = https(&ca, None);
+    let r = client
+        .put("https://127.0.0.1:15002/v1/kv/hello")
+        .body("world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = client.get("https://127.0.0.1:16002/v1/kv/hello").send().await.unwrap();
+    assert_eq!(got.text().await.unwrap(), "world");
+    // SAFETY: a signal to the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
