@@ -260,6 +260,22 @@ pub struct Config {
     pub auth_file: Option<PathBuf>,
     /// `/metrics` needs a read token too (`BRAFT_METRICS_AUTH`).
     pub metrics_auth: bool,
+    /// Open connections per port (`BRAFT_MAX_CONNECTIONS`); at the limit the node
+    /// stops accepting until one closes.
+    pub max_connections: usize,
+    /// Requests in flight on HPORT (`BRAFT_MAX_REQUESTS`), watches and probes apart;
+    /// past it, 503 with `Retry-After`.
+    pub max_requests: usize,
+    /// Open watches per node (`BRAFT_MAX_WATCHERS`); past it, 503 / RESOURCE_EXHAUSTED.
+    pub max_watchers: usize,
+    /// The largest request head, HTTP/1 headers or an HTTP/2 header list
+    /// (`BRAFT_MAX_HEADER_BYTES`).
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a request's headers (`BRAFT_HEADER_TIMEOUT`),
+    /// against slow-loris clients.
+    pub header_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per connection (`BRAFT_MAX_STREAMS`), both ports.
+    pub max_streams: u32,
     /// The mDNS service type advertised and browsed (`MDNS_SERVICE`/`MDS`).
     pub mdns_service: String,
     /// The namespace whose pods Kubernetes discovery lists (`K8S_NAMESPACE`/`K8N`);
@@ -335,6 +351,12 @@ impl Default for Config {
             peer_ca_file: None,
             auth_file: None,
             metrics_auth: false,
+            max_connections: 10_000,
+            max_requests: 4_096,
+            max_watchers: 10_000,
+            max_header_bytes: 64 << 10,
+            header_timeout_ms: 10_000,
+            max_streams: 256,
             mdns_service: "_braft._tcp".into(),
             k8s_namespace: None,
             k8s_labels: "app=braft".into(),
@@ -657,6 +679,66 @@ pub const SETTINGS: &[Setting] = &[
         help: "require a read token for /metrics too (default false)",
         apply: |c, v| {
             c.metrics_auth = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_connections",
+        env: "BRAFT_MAX_CONNECTIONS",
+        alias: None,
+        help: "open connections per port; at the limit the node stops accepting until one closes (default 10000)",
+        apply: |c, v| {
+            c.max_connections = parse_num(v, "a number of connections")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_requests",
+        env: "BRAFT_MAX_REQUESTS",
+        alias: None,
+        help: "requests in flight on HPORT, watches and probes apart; past it 503 with Retry-After (default 4096)",
+        apply: |c, v| {
+            c.max_requests = parse_num(v, "a number of requests")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_watchers",
+        env: "BRAFT_MAX_WATCHERS",
+        alias: None,
+        help: "open watches per node; past it 503 / RESOURCE_EXHAUSTED (default 10000)",
+        apply: |c, v| {
+            c.max_watchers = parse_num(v, "a number of watchers")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_header_bytes",
+        env: "BRAFT_MAX_HEADER_BYTES",
+        alias: None,
+        help: "the largest request head (HTTP/1 headers, HTTP/2 header list) (default 65536)",
+        apply: |c, v| {
+            c.max_header_bytes = parse_num(v, "a number of bytes")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "header_timeout",
+        env: "BRAFT_HEADER_TIMEOUT",
+        alias: None,
+        help: "how long a client may take to send a request's headers, against slow loris (default 10s)",
+        apply: |c, v| {
+            c.header_timeout_ms = parse_duration(v)?.as_millis() as u64;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_streams",
+        env: "BRAFT_MAX_STREAMS",
+        alias: None,
+        help: "concurrent HTTP/2 streams per connection, both ports (default 256)",
+        apply: |c, v| {
+            c.max_streams = parse_num(v, "a number of streams")?;
             Ok(())
         },
     },
@@ -1006,6 +1088,19 @@ impl Config {
                 (Some(_), None) => return Err(ConfigError::new(b, format!("must be set with {a}"))),
                 (None, Some(_)) => return Err(ConfigError::new(a, format!("must be set with {b}"))),
                 _ => {}
+            }
+        }
+        let limits: [(&str, u64, u64, u64); 6] = [
+            ("BRAFT_MAX_CONNECTIONS", self.max_connections as u64, 16, 1_000_000),
+            ("BRAFT_MAX_REQUESTS", self.max_requests as u64, 1, 1_000_000),
+            ("BRAFT_MAX_WATCHERS", self.max_watchers as u64, 1, 1_000_000),
+            ("BRAFT_MAX_HEADER_BYTES", self.max_header_bytes as u64, 8192, 16 << 20),
+            ("BRAFT_HEADER_TIMEOUT", self.header_timeout_ms, 100, 600_000),
+            ("BRAFT_MAX_STREAMS", self.max_streams as u64, 1, 100_000),
+        ];
+        for (setting, v, lo, hi) in limits {
+            if !(lo..=hi).contains(&v) {
+                return Err(ConfigError::new(setting, format!("{v}: allowed {lo}..{hi}")));
             }
         }
         if self.metrics_auth && self.auth_file.is_none() {

@@ -11,15 +11,11 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, Error> {
         let a = self.assemble(crate::grpc::builtin_service_names).await?;
         let node = a.node;
-        // TLS wraps the listeners: the servers behind see plain streams either way.
-        let rpc_listener = match a.tls.peer {
-            Some(plane) => crate::tls::accept(a.rpc_listener, plane)?,
-            None => a.rpc_listener,
-        };
-        let http_listener = match a.tls.client {
-            Some(plane) => crate::tls::accept(a.http_listener, plane)?,
-            None => a.http_listener,
-        };
+        // Each port's accept loop bounds its connections and runs the TLS handshakes;
+        // the servers behind see plain streams either way.
+        let max = node.config().max_connections;
+        let rpc_listener = crate::transport::serve_accepted(a.rpc_listener, a.tls.peer, max)?;
+        let http_listener = crate::transport::serve_accepted(a.http_listener, a.tls.client, max)?;
         node.spawn(crate::grpc::serve(node.clone(), rpc_listener, a.grpc_routes, a.token));
         node.spawn(crate::http::serve(node.clone(), http_listener, a.http_routes));
         node.launch(a.background).await?;

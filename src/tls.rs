@@ -22,14 +22,13 @@
 //!
 //! Handshakes run in their own tasks, off the accept loop, so a client that never
 //! finishes one (a slow loris on the handshake) holds up nobody else; each has
-//! [`HANDSHAKE_TIMEOUT`].
+//! [`HANDSHAKE_TIMEOUT`] and holds one of the port's connection slots meanwhile.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -39,7 +38,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::config::{Config, ConfigError};
-use crate::transport::{BoxConn, IncomingListener, Listen};
+use crate::transport::BoxConn;
 
 /// How long a connection may take to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -421,62 +420,20 @@ impl ServerCertVerifier for PeerVerifier {
     }
 }
 
-/// Serves `listen` through TLS: accepted connections are handed on only after their
-/// handshake, each done in its own task with [`HANDSHAKE_TIMEOUT`].
-pub(crate) fn accept(listen: Listen, plane: Arc<Plane>) -> io::Result<Listen> {
-    let addr = listen.local_addr()?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<BoxConn>(64);
-    tokio::spawn(async move {
-        let mut listen = listen;
-        loop {
-            let next = tokio::select! {
-                // The server is gone (shut down): stop accepting.
-                _ = tx.closed() => return,
-                c = next_conn(&mut listen) => c,
-            };
-            let Some((conn, from)) = next else { return };
-            let acceptor = tokio_rustls::TlsAcceptor::from(plane.server_config());
-            let kind = plane.kind;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(BoxConn::new(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::warn!(plane = ?kind, "TLS handshake from {from} failed: {e}"),
-                    Err(_) => tracing::debug!(plane = ?kind, "TLS handshake from {from} timed out"),
-                }
-            });
+/// The server side of one handshake, within [`HANDSHAKE_TIMEOUT`]; `None` (logged)
+/// when it fails. Run in its own task by the accept loop
+/// ([`crate::transport::serve_accepted`]), so a slow one holds up nobody else.
+pub(crate) async fn handshake(plane: &Plane, conn: BoxConn, from: &str) -> Option<BoxConn> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(plane.server_config());
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+        Ok(Ok(tls)) => Some(BoxConn::new(tls)),
+        Ok(Err(e)) => {
+            tracing::warn!(plane = ?plane.kind, "TLS handshake from {from} failed: {e}");
+            None
         }
-    });
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
-    Ok(Listen::Custom(IncomingListener {
-        incoming: Box::pin(incoming),
-        addr,
-    }))
-}
-
-/// The next plain connection, and where it came from (for logs).
-async fn next_conn(listen: &mut Listen) -> Option<(BoxConn, String)> {
-    loop {
-        match listen {
-            Listen::Tcp(l) => match l.accept().await {
-                Ok((tcp, from)) => {
-                    // Small request/response exchanges: see grpc::serve and http::serve.
-                    let _ = tcp.set_nodelay(true);
-                    return Some((BoxConn::new(tcp), from.to_string()));
-                }
-                Err(e) => {
-                    // Out of file descriptors, usually: wait rather than spin.
-                    tracing::debug!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Listen::Custom(l) => match l.incoming.next().await {
-                Some(Ok(c)) => return Some((c, "a custom listener".into())),
-                Some(Err(e)) => tracing::debug!("accept: {e}"),
-                None => return None,
-            },
+        Err(_) => {
+            tracing::debug!(plane = ?plane.kind, "TLS handshake from {from} timed out");
+            None
         }
     }
 }

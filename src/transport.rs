@@ -153,6 +153,118 @@ impl Listen {
     }
 }
 
+/// Accepts on `listen` and hands on the connections, each through the TLS handshake
+/// when `tls` is set, holding one of `max_connections` slots for its whole life. At
+/// the limit it stops accepting (the kernel's backlog holds the next ones) until a
+/// connection closes, so a flood of connections costs a bounded amount of memory.
+pub(crate) fn serve_accepted(
+    listen: Listen,
+    tls: Option<Arc<crate::tls::Plane>>,
+    max_connections: usize,
+) -> io::Result<Listen> {
+    let addr = listen.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let (tx, rx) = tokio::sync::mpsc::channel::<BoxConn>(64);
+    tokio::spawn(async move {
+        let mut listen = listen;
+        let mut warned = false;
+        loop {
+            if slots.available_permits() == 0 && !warned {
+                tracing::warn!(%addr, max_connections, "connection limit reached: not accepting until one closes");
+                warned = true;
+            }
+            let slot = tokio::select! {
+                _ = tx.closed() => return,
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+            };
+            let next = tokio::select! {
+                // The server is gone (shut down): stop accepting.
+                _ = tx.closed() => return,
+                c = next_conn(&mut listen) => c,
+            };
+            let Some((conn, from)) = next else { return };
+            if slots.available_permits() > 0 {
+                warned = false;
+            }
+            let conn = BoxConn::new(Slotted { conn, _slot: slot });
+            match &tls {
+                None => {
+                    if tx.send(conn).await.is_err() {
+                        return;
+                    }
+                }
+                Some(plane) => {
+                    let (plane, tx) = (plane.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        if let Some(c) = crate::tls::handshake(&plane, conn, &from).await {
+                            let _ = tx.send(c).await;
+                        }
+                    });
+                }
+            }
+        }
+    });
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+    Ok(Listen::Custom(IncomingListener {
+        incoming: Box::pin(incoming),
+        addr,
+    }))
+}
+
+/// The next plain connection, and where it came from (for logs).
+async fn next_conn(listen: &mut Listen) -> Option<(BoxConn, String)> {
+    loop {
+        match listen {
+            Listen::Tcp(l) => match l.accept().await {
+                Ok((tcp, from)) => {
+                    // Small request/response exchanges: without TCP_NODELAY, Nagle's
+                    // algorithm and delayed ACKs add ~40 ms to the next request, and
+                    // Raft's small append acks wait the same.
+                    let _ = tcp.set_nodelay(true);
+                    return Some((BoxConn::new(tcp), from.to_string()));
+                }
+                Err(e) => {
+                    // Out of file descriptors, usually: wait rather than spin.
+                    tracing::debug!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Listen::Custom(l) => match l.incoming.next().await {
+                Some(Ok(c)) => return Some((c, "a custom listener".into())),
+                Some(Err(e)) => tracing::debug!("accept: {e}"),
+                None => return None,
+            },
+        }
+    }
+}
+
+/// A connection holding one of its port's slots until it is dropped.
+struct Slotted {
+    conn: BoxConn,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Slotted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.conn).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Slotted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.conn).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.conn).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.conn).poll_shutdown(cx)
+    }
+}
+
 /// Whether a failed gRPC call never left this process: the connection itself could not
 /// be made. Only then is a write certainly not applied, and safe to retry elsewhere;
 /// any other failure may have reached the server.

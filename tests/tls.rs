@@ -550,6 +550,8 @@ async fn the_demo_runs_with_tls() {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -186,6 +186,7 @@ impl pb::kv_server::Kv for KvGrpc {
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let r = req.into_inner();
         let from = (r.from_version > 0).then_some(r.from_version);
+        self.node.watch_capacity().map_err(Status::resource_exhausted)?;
         let mut watcher = self.node.watcher(&r.map, &r.prefix, from);
         // The first message comes at once: the events already there, or progress naming
         // the version the watch starts after (so a client that asked for "the next

@@ -138,6 +138,8 @@ pub(crate) async fn serve(
         let _ = shutdown.wait_for(|s| *s).await;
     };
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(node.config().max_streams)
+        .http2_max_header_list_size(node.config().max_header_bytes as u32)
         .layer(tower::util::option_layer(
             node.config()
                 .metrics

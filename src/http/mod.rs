@@ -6,6 +6,8 @@
 //! Every error is `{"error": "<what was wrong>", "code": "<machine code>"}` with a fitting
 //! status. Bad input changes nothing: it is rejected before anything is proposed.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -21,6 +23,7 @@ mod compat;
 mod distribute;
 mod guard;
 mod kv;
+mod limit;
 mod metrics;
 mod ui;
 mod watch;
@@ -242,31 +245,74 @@ async fn applied_index_header(
 
 const INDEX_HEADER: &str = "x-braft-index";
 
+/// How long shutdown waits for in-flight requests and open streams to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves until the node shuts down, then finishes in-flight requests.
+///
+/// Served with hyper-util's connection builder rather than `axum::serve`, which has no
+/// way to set the limits a public port needs: the size of a request head
+/// (`BRAFT_MAX_HEADER_BYTES`, 431 beyond), the time to send it (`BRAFT_HEADER_TIMEOUT`,
+/// against slow-loris clients) and HTTP/2 streams per connection (`BRAFT_MAX_STREAMS`).
+/// Connections arrive through the port's accept loop, which bounds their number and
+/// runs TLS ([`crate::transport::serve_accepted`]).
 pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_routes: Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut shutdown = node.shutdown_signal();
-    // The token check covers braft's routes and the application's alike.
+    // The token check and the request limit cover braft's routes and the application's
+    // alike (gRPC on this port included).
     let app = user_routes
         .merge(router(node.clone()))
         .merge(crate::grpc::public_routes(&node))
-        .layer(axum::middleware::from_fn_with_state(node.clone(), guard::guard));
-    // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm and
-    // delayed ACKs add ~40 ms to a keep-alive client's next request.
-    use axum::serve::ListenerExt;
-    let stop = async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    };
-    let result = match listener {
+        .layer(axum::middleware::from_fn_with_state(node.clone(), guard::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(limit::Limit::new(node.config().max_requests)),
+            limit::limit,
+        ));
+    let c = node.config();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_millis(c.header_timeout_ms))
+        .max_buf_size(c.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(c.max_streams)
+        .max_header_list_size(c.max_header_bytes as u32);
+    let mut listener = match listener {
+        crate::transport::Listen::Custom(l) => l,
         crate::transport::Listen::Tcp(l) => {
-            let l = l.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(l, app).with_graceful_shutdown(stop).await
+            match crate::transport::serve_accepted(crate::transport::Listen::Tcp(l), None, c.max_connections) {
+                Ok(crate::transport::Listen::Custom(l)) => l,
+                _ => {
+                    tracing::error!("HTTP server: cannot accept");
+                    return;
+                }
+            }
         }
-        crate::transport::Listen::Custom(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
     };
-    if let Err(e) = result {
-        tracing::error!("HTTP server stopped: {e}");
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let conn = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            c = axum::serve::Listener::accept(&mut listener) => c.0,
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(conn), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP server: connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
 }
 

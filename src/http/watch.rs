@@ -51,6 +51,14 @@ pub(super) async fn watch(State(node): State<Node>, q: Params, headers: HeaderMa
     }
     let prefix = q.get("prefix")?.unwrap_or_default().to_string();
     let from = start_version(&q, &headers, "from")?;
+    if let Err(m) = node.watch_capacity() {
+        let mut e = ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "too_many_watchers", m).into_response();
+        e.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return Ok(e);
+    }
     let watcher = node.watcher("", &prefix, from);
     let stream = futures::stream::unfold((watcher, false), |(mut w, done)| async move {
         if done {

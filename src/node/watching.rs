@@ -30,6 +30,18 @@ impl Node {
             .watcher(map, prefix, from, self.shutdown_signal())
     }
 
+    /// Whether another watch may open (`BRAFT_MAX_WATCHERS`); the surfaces ask before
+    /// opening one, so that a flood of watchers cannot hold unbounded memory.
+    pub fn watch_capacity(&self) -> Result<(), String> {
+        let (open, max) = (self.inner.state.watch.watchers(), self.inner.config.max_watchers as u64);
+        if open >= max {
+            return Err(format!(
+                "{open} watches open on this node (BRAFT_MAX_WATCHERS); retry later or elsewhere"
+            ));
+        }
+        Ok(())
+    }
+
     /// The last log index applied on this node.
     pub fn applied_index(&self) -> u64 {
         self.inner.state.watch.applied()
