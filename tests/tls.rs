@@ -186,13 +186,6 @@ async fn a_tls_cluster_refuses_plaintext_and_peers_from_another_ca() {
     assert!(err.contains("certificate"), "{err}");
 
     // Node 3 comes back with a certificate from another CA (it still trusts ours).
-    let before: Vec<u64> = {
-        let mut v = Vec::new();
-        for i in 1..=2 {
-            v.push(raft_json(&lab, i, &client).await["term"].as_u64().unwrap());
-        }
-        v
-    };
     lab.kill(3);
     let mut env = tls_env(&evil, "node-1", &ca, false);
     env.push(("BRAFT_DISCOVERY", disc.clone()));
@@ -202,15 +195,25 @@ async fn a_tls_cluster_refuses_plaintext_and_peers_from_another_ca() {
     env.push(("BRAFT_DISCOVERY", discovery(&lab, 4)));
     lab.start(4, &env);
 
+    // Node 3 may have led: wait for nodes 1 and 2 to serve writes, then note their term.
+    let write = || client.put(https_url(&lab, 1, "/v1/kv/during")).body("x").send();
+    let deadline = Instant::now() + LIMIT;
+    while !write().await.is_ok_and(|r| r.status() == 200) {
+        assert!(
+            Instant::now() < deadline,
+            "nodes 1 and 2 serve no writes\n{}",
+            lab.logs(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut before = Vec::new();
+    for i in 1..=2 {
+        before.push(raft_json(&lab, i, &client).await["term"].as_u64().unwrap());
+    }
     // Long enough for several election timeouts of node 3 and join attempts of node 4.
     let deadline = Instant::now() + Duration::from_secs(6);
     while Instant::now() < deadline {
-        let r = client
-            .put(https_url(&lab, 1, "/v1/kv/during"))
-            .body("x")
-            .send()
-            .await
-            .unwrap();
+        let r = write().await.unwrap();
         assert_eq!(r.status(), 200, "nodes 1 and 2 keep a quorum");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
