@@ -28,6 +28,8 @@ pub mod config;
 pub mod discovery;
 pub mod distribute;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 mod grpc;
 pub mod http;
 pub mod kv;

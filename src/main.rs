@@ -166,6 +166,7 @@ fn main() -> ExitCode {
     if let Some(from) = restore_from {
         return restore(&from, &config);
     }
+    raise_fd_limit();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -190,6 +191,26 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("braft: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime does): the
+/// common default of 1024 would cap a node far below BRAFT_MAX_CONNECTIONS, and accept
+/// would fail with EMFILE instead of the limit applying cleanly.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let before = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!(before, "could not raise the open-files limit");
+            }
         }
     }
 }

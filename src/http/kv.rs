@@ -97,7 +97,7 @@ pub(super) async fn get_key(State(node): State<Node>, Key(key): Key, q: Params) 
     if let Some(index) = index {
         // Watch from index + 1 *before* judging the read: a change that lands after the
         // read is in the history the watcher scans.
-        let mut watcher = node.watcher("", &key, Some(index + 1));
+        let mut watcher = node.watcher("", &key, Some(index.saturating_add(1)));
         if value.as_ref().map_or(0, |v| v.version) <= index && wait_for_change(&mut watcher, &key, wait).await {
             value = read_value_of(&node, &query, consistency).await?;
         }

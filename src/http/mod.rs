@@ -120,10 +120,10 @@ type ApiResult<T> = Result<T, ApiError>;
 /// our JSON error rather than the framework's plain text.
 pub struct Key(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for Key {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let raw = parts.uri.path().strip_prefix("/v1/kv/").unwrap_or("");
+impl Key {
+    /// The key of a `/v1/kv/{key}` path.
+    pub(crate) fn decode(path: &str) -> ApiResult<Key> {
+        let raw = path.strip_prefix("/v1/kv/").unwrap_or("");
         let key = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| ApiError::bad("bad_key", "key is not valid UTF-8 once percent-decoded"))?;
@@ -131,15 +131,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
     }
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for Key {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Key::decode(parts.uri.path())
+    }
+}
+
 /// Query parameters, percent-decoded to bytes (no `+`-as-space): `prev_value` compares
 /// raw bytes, so it must not pass through a lossy text decoding.
 pub struct Params(Vec<(String, Vec<u8>)>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+impl Params {
+    /// Parses a query string (without the `?`).
+    pub(crate) fn parse(query: &str) -> ApiResult<Params> {
         let mut out = Vec::new();
-        for pair in parts.uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let k = percent_encoding::percent_decode_str(k)
                 .decode_utf8()
@@ -150,12 +157,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     }
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Params::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
 impl Params {
-    fn bytes(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn bytes(&self, name: &str) -> Option<&[u8]> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
     }
     /// A text parameter; invalid UTF-8 is a 400.
-    fn get(&self, name: &str) -> ApiResult<Option<&str>> {
+    pub(crate) fn get(&self, name: &str) -> ApiResult<Option<&str>> {
         match self.bytes(name) {
             None => Ok(None),
             Some(b) => std::str::from_utf8(b)
@@ -314,6 +328,18 @@ pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_r
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("HTTP server: connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
+}
+
+/// For the fuzz targets.
+#[cfg(test)]
+pub(crate) fn parse_consistency_of(q: &Params) -> ApiResult<Consistency> {
+    parse_consistency(q)
+}
+
+/// For the fuzz targets: a watch's start from `from` and `Last-Event-ID`.
+#[cfg(test)]
+pub(crate) fn start_version_of(q: &Params, headers: &axum::http::HeaderMap) -> ApiResult<Option<u64>> {
+    watch::start_version(q, headers, "from")
 }
 
 fn parse_consistency(q: &Params) -> ApiResult<Consistency> {

@@ -36,7 +36,13 @@ pub(super) fn start_version(q: &Params, headers: &HeaderMap, from_param: &str) -
         let id = id
             .to_str()
             .map_err(|_| ApiError::bad("bad_parameter", "Last-Event-ID is not text"))?;
-        return Ok(Some(number("Last-Event-ID", id)? + 1));
+        // The next version after the last one seen; u64::MAX has none (found by the
+        // watch_resume fuzz target: the addition overflowed, a panic in debug builds).
+        let last = number("Last-Event-ID", id)?;
+        return last
+            .checked_add(1)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad("bad_parameter", format!("Last-Event-ID '{id}' has no next version")));
     }
     match q.get(from_param)? {
         None => Ok(None),
