@@ -165,6 +165,11 @@ impl Lab {
         self.procs.contains_key(&i)
     }
 
+    /// How host `i`'s process ended, if it has (a crash, say).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.procs.get_mut(&i).and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Starts the braft binary on host `i` with these settings (and the lab's address,
     /// ports and data directory).
     pub fn start(&mut self, i: usize, env: &[(&str, String)]) {
