@@ -1,6 +1,9 @@
 //! What the benchmarks share: a 3-node cluster in this process on loopback, and a
 //! closed-loop write load through [`braft::Client`].
 
+// Each benchmark uses a different part of what is shared here.
+#![allow(dead_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
