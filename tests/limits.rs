@@ -152,3 +152,45 @@ async fn watchers_past_the_limit_are_refused() {
     assert_eq!(open().await.unwrap().status(), 200);
     c.shutdown().await;
 }
+
+/// A snapshot stream on the peer port is bounded by the size its first chunk announces:
+/// one announced over the node's limit is refused before it is read, and one that runs
+/// past what it announced is cut off as soon as it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_streams_are_bounded_by_their_announced_size() {
+    use braft::pb::raft_client::RaftClient;
+    use braft::pb::SnapshotChunk;
+    let _g = serial().await;
+    let c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    let mut peer = RaftClient::connect(format!("http://{}", c.members[0].rpc))
+        .await
+        .unwrap();
+    let chunk = |size: u64, data: Vec<u8>| SnapshotChunk {
+        meta: b"not decoded before the size checks".to_vec(),
+        data,
+        size,
+    };
+    let huge = peer
+        .install_snapshot(tokio_stream::iter(vec![chunk(u64::MAX / 2, vec![])]))
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), tonic::Code::ResourceExhausted, "{huge:?}");
+    let longer = peer
+        .install_snapshot(tokio_stream::iter(vec![chunk(10, vec![1; 6]), chunk(0, vec![2; 6])]))
+        .await
+        .unwrap_err();
+    assert_eq!(longer.code(), tonic::Code::ResourceExhausted, "{longer:?}");
+    assert!(
+        longer.message().contains("longer than the 10 bytes announced"),
+        "{longer:?}"
+    );
+    let shorter = peer
+        .install_snapshot(tokio_stream::iter(vec![chunk(10, vec![1; 4])]))
+        .await
+        .unwrap_err();
+    assert_eq!(shorter.code(), tonic::Code::InvalidArgument, "{shorter:?}");
+    // The node still serves.
+    c.put_ok(0, "k", "v").await;
+    c.shutdown().await;
+}

@@ -240,10 +240,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut client = self.client()?;
         let meta = wire::encode(&(vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
         let data = snapshot.snapshot;
-        let mut chunks = vec![pb::SnapshotChunk { meta, data: Vec::new() }];
+        let mut chunks = vec![pb::SnapshotChunk {
+            meta,
+            data: Vec::new(),
+            size: data.len() as u64,
+        }];
         chunks.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| pb::SnapshotChunk {
             meta: Vec::new(),
             data: c.to_vec(),
+            size: 0,
         }));
         let ttl = option.hard_ttl().max(Duration::from_secs(60));
         let send = client.install_snapshot(tokio_stream::iter(chunks));
@@ -299,14 +304,33 @@ pub async fn serve_install_snapshot(
         .message()
         .await?
         .ok_or_else(|| tonic::Status::invalid_argument("empty snapshot stream"))?;
-    let (vote, meta): (Vote, SnapshotMeta) = wire::decode(&first.meta)?;
+    // The announced size (0: not announced) bounds what is read: one over the limit is
+    // refused before any of it arrives, and one longer than announced as soon as it is.
+    let announced = first.size as usize;
+    if announced > max_bytes {
+        return Err(tonic::Status::resource_exhausted(format!(
+            "snapshot of {announced} bytes exceeds the limit of {max_bytes}"
+        )));
+    }
+    let bound = if announced > 0 { announced } else { max_bytes };
     let mut data = first.data;
     while let Some(c) = chunks.message().await? {
-        if data.len() + c.data.len() > max_bytes {
-            return Err(tonic::Status::resource_exhausted("snapshot exceeds the size limit"));
+        if data.len() + c.data.len() > bound {
+            return Err(tonic::Status::resource_exhausted(if announced > 0 {
+                format!("snapshot stream longer than the {announced} bytes announced")
+            } else {
+                format!("snapshot exceeds the limit of {max_bytes} bytes")
+            }));
         }
         data.extend_from_slice(&c.data);
     }
+    if announced > 0 && data.len() != announced {
+        return Err(tonic::Status::invalid_argument(format!(
+            "snapshot stream of {} bytes, {announced} announced",
+            data.len()
+        )));
+    }
+    let (vote, meta): (Vote, SnapshotMeta) = wire::decode(&first.meta)?;
     reply(&install_snapshot(raft, vote, Snapshot { meta, snapshot: data }).await)
 }
 
