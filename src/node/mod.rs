@@ -463,10 +463,16 @@ async fn open_log(data_dir: &std::path::Path) -> Result<RedbLogStore, Error> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => {
-                return Err(Error::Fatal(format!(
-                    "opening the log {}: {e} (is another node using this data directory?)",
-                    path.display()
-                )))
+                let text = e.to_string();
+                let hint = if text.contains("already open") {
+                    " (is another node using this data directory?)"
+                } else if text.contains("corrupt") || text.contains("length") {
+                    // Serving from a damaged log would serve less than was acknowledged.
+                    " (the file is damaged: if the other members are healthy, remove this data directory and let the node rejoin; see the README)"
+                } else {
+                    ""
+                };
+                return Err(Error::Fatal(format!("opening the log {}: {e}{hint}", path.display())));
             }
         }
     }

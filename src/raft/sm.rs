@@ -186,8 +186,12 @@ impl StateMachine {
             registry,
         };
         if let Some(bytes) = snapshots.load_latest()? {
-            let body = decode_snapshot(&bytes)?;
-            restore_into(&mut applied, &body)?;
+            // A snapshot that does not decode stops the start: serving without it would
+            // serve less data than was acknowledged. The error names the file, so the
+            // operator can remove the data directory and rejoin (see the README).
+            let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", snapshots.describe_latest()));
+            let body = decode_snapshot(&bytes).map_err(named)?;
+            restore_into(&mut applied, &body).map_err(named)?;
             tracing::info!(last_applied = ?applied.last_applied, "restored snapshot");
         }
         let watch = Arc::new(WatchHub::new(applied.last_applied.map_or(0, |l| l.index), watch_limits));

@@ -21,6 +21,11 @@ pub trait SnapshotStore: Send + Sync + 'static {
     fn save(&self, index: u64, bytes: &[u8]) -> io::Result<bool>;
     fn load_latest(&self) -> io::Result<Option<Vec<u8>>>;
 
+    /// Where the newest snapshot lives, for error messages ("its file").
+    fn describe_latest(&self) -> String {
+        "the newest snapshot".into()
+    }
+
     /// Whether calls may run in the calling task instead of on tokio's blocking pool.
     /// Only for stores that never block (the in-memory twin): a deterministic
     /// simulation cannot have OS threads in the path.
@@ -106,6 +111,13 @@ impl SnapshotStore for FileSnapshotStore {
         match self.files()?.last() {
             Some((_, path)) => Ok(Some(std::fs::read(path)?)),
             None => Ok(None),
+        }
+    }
+
+    fn describe_latest(&self) -> String {
+        match self.files().ok().and_then(|f| f.last().cloned()) {
+            Some((_, path)) => path.display().to_string(),
+            None => self.dir.display().to_string(),
         }
     }
 }
