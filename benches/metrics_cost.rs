@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braft::Client;
-use common::{cluster, env, load};
+use common::{cluster, env, load, median};
 
 /// One run on a fresh cluster; writes/s.
 async fn run(metrics: bool, secs: u64, concurrency: usize) -> f64 {
@@ -64,11 +64,6 @@ async fn run(metrics: bool, secs: u64, concurrency: usize) -> f64 {
         n.shutdown().await;
     }
     rate
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use braft::client::ClientTls;
 use braft::Client;
-use common::{cluster, env, load};
+use common::{cluster, env, load, median};
 
 /// A CA and one certificate for 127.0.0.1, shared by the three nodes.
 static CERTS: OnceLock<PathBuf> = OnceLock::new();
@@ -75,11 +75,6 @@ async fn run(tls: bool, secs: u64, concurrency: usize) -> f64 {
         n.shutdown().await;
     }
     rate
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 #[tokio::main]

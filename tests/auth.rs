@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::lab::Lab;
@@ -12,20 +11,7 @@ use common::lab::Lab;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn braft(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_braft"));
-    cmd.args(args).env("RUST_LOG", "error");
-    for k in ["BRAFT_ENDPOINTS", "BRAFT_TOKEN"] {
-        cmd.env_remove(k);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run braft");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_braft(args, env)
 }
 
 /// `braft token new`: the token (first line) and the TOML block to paste.

@@ -17,25 +17,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// Runs `braft <args>` and returns (exit code, stdout, stderr).
 fn braft(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_braft"));
-    cmd.args(args).env("RUST_LOG", "error");
-    for k in [
-        "BRAFT_ENDPOINTS",
-        "BRAFT_CACERT",
-        "BRAFT_CLIENT_CERT",
-        "BRAFT_CLIENT_KEY",
-    ] {
-        cmd.env_remove(k);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run braft");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_braft(args, env)
 }
 
 /// `braft cert init` into `dir` (127.0.0.1 and localhost, three nodes).

@@ -80,3 +80,9 @@ pub async fn load(client: &Client, concurrency: usize, secs: u64) -> f64 {
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
+
+/// The median of the runs.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

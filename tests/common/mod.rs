@@ -23,6 +23,31 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
+/// Runs the real `braft` binary with `args` and extra environment (and no stray
+/// client settings from the caller's); its exit code, stdout and stderr.
+pub fn run_braft(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_braft"));
+    cmd.args(args).env("RUST_LOG", "error");
+    for k in [
+        "BRAFT_ENDPOINTS",
+        "BRAFT_TOKEN",
+        "BRAFT_CACERT",
+        "BRAFT_CLIENT_CERT",
+        "BRAFT_CLIENT_KEY",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run braft");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
