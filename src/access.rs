@@ -17,7 +17,8 @@
 //! what a caller can do.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -133,7 +134,10 @@ struct Table {
 pub struct Access {
     file: Option<PathBuf>,
     table: RwLock<Arc<Table>>,
-    checked: Mutex<Instant>,
+    /// When the file was last looked at, in ms since `born`: checked on every request,
+    /// so an atomic rather than a lock.
+    born: Instant,
+    checked_ms: AtomicU64,
     /// `/metrics` needs a read token too (`BRAFT_METRICS_AUTH`).
     pub metrics_auth: bool,
 }
@@ -147,7 +151,8 @@ impl Access {
                 entries: Vec::new(),
                 stamp: None,
             })),
-            checked: Mutex::new(Instant::now()),
+            born: Instant::now(),
+            checked_ms: AtomicU64::new(0),
             metrics_auth: false,
         }
     }
@@ -158,7 +163,8 @@ impl Access {
         Ok(Access {
             file: Some(path.to_path_buf()),
             table: RwLock::new(Arc::new(table)),
-            checked: Mutex::new(Instant::now()),
+            born: Instant::now(),
+            checked_ms: AtomicU64::new(0),
             metrics_auth,
         })
     }
@@ -206,12 +212,16 @@ impl Access {
     }
 
     fn reload_if_changed(&self, path: &Path) {
+        // One request a second wins the compare-exchange and looks at the file.
+        let now_ms = self.born.elapsed().as_millis() as u64;
+        let last = self.checked_ms.load(Ordering::Relaxed);
+        if now_ms < last + RELOAD_CHECK.as_millis() as u64
+            || self
+                .checked_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
-            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-            if checked.elapsed() < RELOAD_CHECK {
-                return;
-            }
-            *checked = Instant::now();
+            return;
         }
         let now = stamp(path);
         if now == self.table.read().unwrap_or_else(|p| p.into_inner()).stamp {

@@ -62,18 +62,8 @@ async fn tokens_with_roles_guard_every_client_surface() {
         .build()
         .unwrap();
     // /ready is open, so probes need no token.
+    lab.wait_ready(&http, &[1, 2, 3], false).await;
     let deadline = Instant::now() + LIMIT;
-    for i in 1..=3 {
-        while !http
-            .get(lab.url(i, "/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(Instant::now() < deadline, "not ready\n{}", lab.logs(20));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
     assert_eq!(status_of(http.get(lab.url(1, "/health"))).await.0, 200);
     assert_eq!(status_of(http.get(lab.url(1, "/metrics"))).await.0, 200);
 

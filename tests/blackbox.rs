@@ -393,22 +393,7 @@ async fn a_live_cluster_survives_random_and_malformed_requests() {
         .map(|i| std::fs::read_to_string(lab.dir.path().join(format!("n{i}.log"))).unwrap_or_default())
         .collect();
     assert!(!logs.contains("panicked"), "a node logged a panic:\n{}", lab.logs(40));
-    let deadline = Instant::now() + LIMIT;
-    for i in 1..=3 {
-        while !http
-            .get(lab.url(i, "/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "node {i} is not ready after the fuzzing\n{}",
-                lab.logs(20)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    lab.wait_ready(&http, &[1, 2, 3], false).await;
     for (k, v) in &acked {
         let r = http.get(lab.url(2, &format!("/v1/kv/{k}"))).send().await.unwrap();
         assert_eq!(r.text().await.unwrap(), *v, "acknowledged write {k}");

@@ -2,10 +2,14 @@
 //! killed with SIGKILL at once, restarted on the same data, and must hold every write
 //! they acknowledged.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::free_port;
 
 struct Proc {
     rport: u16,
@@ -19,14 +23,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         kill9(self);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(p: &Proc, discovery: &str) -> Child {

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{serial, Cluster};
+use common::{free_port, serial, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -275,14 +275,6 @@ async fn ctl_watch_streams_until_interrupted() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     c.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The backup story: 10,000 keys written, a backup taken over HTTP from a follower (it

@@ -72,25 +72,6 @@ fn https_url(lab: &Lab, i: usize, p: &str) -> String {
     format!("https://{}:{}{p}", lab.ip(i), lab.hport(i))
 }
 
-/// Polls until every one of `hosts` answers `/ready` with 200 over HTTPS.
-async fn wait_ready(lab: &Lab, hosts: &[usize], client: &reqwest::Client) {
-    let deadline = Instant::now() + LIMIT;
-    for &i in hosts {
-        loop {
-            let r = client.get(https_url(lab, i, "/ready")).send().await;
-            if r.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {i} not ready over TLS\n{}",
-                lab.logs(20)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
 async fn raft_json(lab: &Lab, i: usize, client: &reqwest::Client) -> serde_json::Value {
     client
         .get(https_url(lab, i, "/raft"))
@@ -126,7 +107,7 @@ async fn a_tls_cluster_refuses_plaintext_and_peers_from_another_ca() {
         lab.start(i, &env);
     }
     let client = https(&ca, None);
-    wait_ready(&lab, &[1, 2, 3], &client).await;
+    lab.wait_ready(&client, &[1, 2, 3], true).await;
 
     // HTTPS writes on one node and reads on another: replication ran over mutual TLS.
     let r = client
@@ -310,7 +291,7 @@ async fn client_certificates_are_required_and_rotated_certificates_are_picked_up
     }
     let (cert, key) = (certs.join("client.pem"), certs.join("client-key.pem"));
     let client = https(&ca, Some((&cert, &key)));
-    wait_ready(&lab, &[1, 2, 3], &client).await;
+    lab.wait_ready(&client, &[1, 2, 3], true).await;
 
     let anonymous = https(&ca, None);
     assert!(

@@ -156,6 +156,26 @@ impl Lab {
         format!("http://{}:{}{path}", self.ip(i), self.hport(i))
     }
 
+    /// Polls `/ready` on each of `hosts` (over HTTPS when `https`) until it answers 200,
+    /// failing with the hosts' logs after 30 s.
+    pub async fn wait_ready(&self, http: &reqwest::Client, hosts: &[usize], https: bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for &i in hosts {
+            let url = match https {
+                true => format!("https://{}:{}/ready", self.ip(i), self.hport(i)),
+                false => self.url(i, "/ready"),
+            };
+            while !http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "node {i} is not ready\n{}",
+                    self.logs(20)
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+
     /// Gives host `i` an empty data directory (its next start is a brand-new node).
     pub fn wipe(&mut self, i: usize, generation: usize) {
         self.data.insert(i, self.dir.path().join(format!("n{i}-g{generation}")));

@@ -48,6 +48,15 @@ pub fn run_braft(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, S
     )
 }
 
+/// A port free right now on 127.0.0.1 (for a process that must bind it itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
