@@ -610,6 +610,7 @@ fn from_status(s: &Status, endpoint: &str) -> Error {
         Some(code @ ("refused" | "busy")) => Error::Service(crate::ServiceError::new(code, s.message())),
         Some("bad_request") => Error::BadRequest(s.message().to_string()),
         Some("shutting_down") => Error::ShuttingDown,
+        Some("disk_full") => Error::DiskFull(s.message().to_string()),
         Some("unavailable") => Error::Unavailable { reason, leader },
         Some("indeterminate") => Error::Indeterminate { reason, leader },
         Some(_) => Error::Fatal(reason),

@@ -56,6 +56,12 @@ pub enum Error {
     #[error("{0}")]
     Access(#[from] crate::access::Denied),
 
+    /// This node's data directory is out of space: it refuses writes until space is
+    /// freed (it keeps serving reads). Nothing was applied; retry, or write through
+    /// another node.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+
     /// The Raft core stopped; this node can no longer serve.
     #[error("fatal: {0}")]
     Fatal(String),

@@ -59,6 +59,8 @@ pub struct GrpcLabels {
 pub struct Live {
     pub has_leader: bool,
     pub is_leader: bool,
+    /// The data directory is out of space (writes refused until it is not).
+    pub disk_full: bool,
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
@@ -309,6 +311,13 @@ impl Collector for Readings {
             "1 if this node is the leader",
             None,
             b(live.is_leader),
+        )?;
+        gauge(
+            &mut e,
+            "disk_full",
+            "1 while the data directory is out of space and writes through this node are refused",
+            None,
+            b(live.disk_full),
         )?;
         gauge(&mut e, "term", "The current term", None, live.term as f64)?;
         gauge(

@@ -66,6 +66,7 @@ pub(super) fn to_status(e: crate::Error) -> Status {
             with(Status::unavailable(e.to_string()), &md)
         }
         E::ShuttingDown => with(Status::unavailable(e.to_string()), &[(CODE, "shutting_down".into())]),
+        E::DiskFull(_) => with(Status::resource_exhausted(e.to_string()), &[(CODE, "disk_full".into())]),
         E::Access(d) => d.status(),
         E::Indeterminate { leader: l, .. } => {
             let mut md = leader(l);

@@ -93,6 +93,7 @@ impl From<Error> for ApiError {
                 err
             }
             Error::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
+            Error::DiskFull(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string()),
             Error::Service(ref s) => {
                 let code = s.code.clone();
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "service_error", e.to_string())

@@ -240,7 +240,7 @@ async fn a_snapshot_older_than_the_followers_log_is_not_installed() {
     );
     let mut cfg = Config::default();
     config(&mut cfg);
-    let follower = Consensus::start(2, &cfg, pool, Arc::new(MemLogStore::new()), sm)
+    let follower = Consensus::start(2, &cfg, pool, Arc::new(MemLogStore::new()), sm, Default::default())
         .await
         .unwrap();
     let last_id = entries.last().unwrap().log_id;

@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod autopilot;
 mod backup;
+mod disk;
 mod distribute;
 mod formation;
 pub(crate) mod forward;
@@ -302,7 +303,8 @@ impl NodeBuilder {
         };
         warn_if_open(&config, &tls, &access);
         let pool = ChannelPool::new(Duration::from_millis(500), token.clone(), dialer);
-        let consensus = Consensus::start(id, &config, pool.clone(), log_store, sm)
+        let disk = state.disk.clone();
+        let consensus = Consensus::start(id, &config, pool.clone(), log_store, sm, disk.clone())
             .await
             .map_err(Error::Fatal)?;
 
@@ -353,6 +355,7 @@ impl NodeBuilder {
             discovery_warnings: Mutex::new(Vec::new()),
             metrics,
             access,
+            disk,
         });
         metrics::attach(&node_weak(&inner));
         let node = Node { inner };
@@ -446,6 +449,7 @@ impl Node {
         node.spawn(poll_discovery(node.clone()));
         node.spawn(formation::run(node.clone()));
         node.spawn(autopilot::run(node.clone()));
+        node.spawn(disk::step_down_while_full(node.clone()));
         Ok(())
     }
 }
@@ -582,6 +586,8 @@ pub(crate) struct Inner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Who may do what on the client plane (checked by the surfaces, before the node).
     pub access: Arc<crate::access::Access>,
+    /// Whether the data directory is out of space (see `disk`).
+    pub disk: crate::store::DiskHealth,
 }
 
 fn node_weak(inner: &Arc<Inner>) -> (std::sync::Weak<Inner>, Arc<crate::metrics::Metrics>) {
@@ -829,6 +835,7 @@ impl Node {
     /// The untyped write path: returns the log index and the encoded output.
     pub(crate) async fn write_raw(&self, service: &str, payload: Vec<u8>) -> Result<(u64, Vec<u8>), Error> {
         self.check_service(service)?;
+        self.check_disk()?;
         let req = ForwardRequest::Write {
             service: service.to_string(),
             payload,
@@ -932,7 +939,7 @@ impl Node {
     }
 
     async fn read_once(&self, req: &ForwardRequest, deadline: Instant) -> Attempt<Vec<u8>> {
-        let (leader, leader_peer) = self.inner.consensus.leader();
+        let (leader, leader_peer) = self.read_leader().await;
         let req = match req {
             ForwardRequest::Read {
                 service,
@@ -1026,6 +1033,10 @@ impl Node {
         let ForwardRequest::Write { service, payload, .. } = req else {
             return ForwardReply::Fatal("expected a write".into());
         };
+        if self.inner.disk.full().is_some() {
+            // This leader is handing over (`disk`): the caller retries with the next.
+            return ForwardReply::NotLeader { leader: None };
+        }
         if !self.inner.state.read().registry.contains(service) {
             return ForwardReply::Written {
                 index: 0,

@@ -151,7 +151,7 @@ impl Node {
         }
     }
 
-    async fn peer_details(&self, addr: &str) -> Result<pb::GetDetailsResponse, String> {
+    pub(super) async fn peer_details(&self, addr: &str) -> Result<pb::GetDetailsResponse, String> {
         let mut client = self.inner.pool.raft_client(addr).map_err(|e| e.to_string())?;
         match tokio::time::timeout(PEER_TIMEOUT, client.get_details(pb::GetDetailsRequest {})).await {
             Err(_) => Err(format!("no answer within {} ms", PEER_TIMEOUT.as_millis())),

@@ -314,6 +314,7 @@ impl Consensus {
         pool: super::network::ChannelPool,
         log_store: std::sync::Arc<dyn crate::store::LogStore>,
         sm: super::sm::StateMachine,
+        disk: crate::store::DiskHealth,
     ) -> Result<Self, String> {
         let raft_config = openraft::Config {
             cluster_name: "braft".into(),
@@ -344,9 +345,10 @@ impl Consensus {
             id,
             std::sync::Arc::new(raft_config),
             network,
-            super::log::LogAdapter::with_fsync_histogram(
+            super::log::LogAdapter::start(
                 log_store,
                 Some(sm.shared().metrics.fsync.clone()).filter(|_| sm.shared().metrics.enabled),
+                disk,
             )
             .map_err(|e| format!("starting the log writer: {e}"))?,
             sm,

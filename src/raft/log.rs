@@ -13,6 +13,12 @@
 //!
 //! Everything else (vote, truncate, purge, commit index) also goes through the writer
 //! and is awaited, so it is ordered after earlier appends and durable when it returns.
+//!
+//! A write refused because the disk is full is not an error for openraft: the writer
+//! marks the node's [`DiskHealth`] and tries the same write again, backing off up to a
+//! second, until it succeeds. Meanwhile nothing after it is written (the log stays
+//! contiguous), the entries stay readable from the tail, and the node refuses new
+//! writes and hands leadership away (`node::disk`). Any other failure is final.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -27,9 +33,11 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::{wire, Entry, LogId, TypeConfig, Vote};
-use crate::store::{LogStore, MetaKey, StoreError};
+use crate::store::{DiskHealth, LogStore, MetaKey, StoreError};
 
-type Op = Box<dyn FnOnce(&dyn LogStore) -> Result<(), StoreError> + Send>;
+/// A write other than an append. `FnMut`, because a write refused for want of space is
+/// run again once there is room.
+type Op = Box<dyn FnMut(&dyn LogStore) -> Result<(), StoreError> + Send>;
 
 enum Job {
     Append {
@@ -123,11 +131,12 @@ impl LogAdapter {
     /// adapter is dropped (and then releases the store).
     #[cfg(test)]
     pub fn new(store: Arc<dyn LogStore>) -> io::Result<Self> {
-        Self::with_fsync_histogram(store, None)
+        Self::start(store, None, DiskHealth::default())
     }
 
-    /// [`LogAdapter::new`], timing every durable append (one fsync) into `fsync`.
-    pub fn with_fsync_histogram(store: Arc<dyn LogStore>, fsync: Option<Histogram>) -> io::Result<Self> {
+    /// [`LogAdapter::new`], timing every durable append (one fsync) into `fsync`, and
+    /// reporting a full disk to `disk`.
+    pub fn start(store: Arc<dyn LogStore>, fsync: Option<Histogram>, disk: DiskHealth) -> io::Result<Self> {
         let (jobs, rx) = mpsc::channel();
         let pending: Pending = Arc::default();
         let w = Writer {
@@ -135,6 +144,9 @@ impl LogAdapter {
             pending: pending.clone(),
             failed: None,
             fsync,
+            disk,
+            // An inline writer runs in the caller's task and must not sleep there.
+            waits_for_space: !store.runs_inline(),
         };
         let inline = if store.runs_inline() {
             Some(Arc::new(Mutex::new((w, rx))))
@@ -165,7 +177,7 @@ impl LogAdapter {
     }
 
     /// Runs `op` on the writer thread after everything queued before it, and waits.
-    async fn op(&self, op: impl FnOnce(&dyn LogStore) -> Result<(), StoreError> + Send + 'static) -> io::Result<()> {
+    async fn op(&self, op: impl FnMut(&dyn LogStore) -> Result<(), StoreError> + Send + 'static) -> io::Result<()> {
         let (done, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Job::Op { op: Box::new(op), done })
@@ -218,6 +230,11 @@ struct Writer {
     failed: Option<String>,
     /// Where append (fsync) durations go.
     fsync: Option<Histogram>,
+    /// Set while a write waits for space.
+    disk: DiskHealth,
+    /// Whether a write refused for want of space waits and retries (thread mode) or
+    /// fails (inline mode).
+    waits_for_space: bool,
 }
 
 impl Writer {
@@ -228,6 +245,29 @@ impl Writer {
             .unwrap_or_else(|_| Err(StoreError::Engine("log store panicked".into())))
     }
 
+    /// Runs `f` until it succeeds or fails for a reason other than a full disk; while
+    /// the disk is full, the node's [`DiskHealth`] says so.
+    fn until_space(&self, f: &mut dyn FnMut() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            match Self::guarded(f) {
+                Err(StoreError::DiskFull(why)) if self.waits_for_space => {
+                    if self.disk.set_full(why.clone()) {
+                        tracing::warn!("disk full, log writes wait for space: {why}");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
+                r => {
+                    if r.is_ok() && self.disk.clear() {
+                        tracing::info!("disk has space again; log writes resumed");
+                    }
+                    return r;
+                }
+            }
+        }
+    }
+
     /// Handles `job`, gathering the appends queued right behind an append (`more`
     /// yields what is already queued). Returns the job that ended the gathering.
     fn handle(&mut self, job: Job, more: &mut dyn FnMut() -> Option<Job>) -> Option<Job> {
@@ -236,9 +276,9 @@ impl Writer {
                 let r = match &self.failed {
                     Some(e) => Err(StoreError::Engine(format!("log writer stopped after: {e}"))),
                     None => {
-                        let mut op = Some(op);
+                        let mut op = op;
                         let store = self.store.clone();
-                        let r = Self::guarded(&mut || (op.take().expect("runs once"))(store.as_ref()));
+                        let r = self.until_space(&mut || op(store.as_ref()));
                         if let Err(e) = &r {
                             self.failed = Some(e.to_string());
                         }
@@ -270,7 +310,7 @@ impl Writer {
                             .collect();
                         let store = self.store.clone();
                         let started = std::time::Instant::now();
-                        let r = Self::guarded(&mut || store.append(&raw));
+                        let r = self.until_space(&mut || store.append(&raw));
                         if let Some(h) = &self.fsync {
                             h.observe(started.elapsed().as_secs_f64());
                         }
@@ -475,12 +515,14 @@ impl RaftLogStorage<TypeConfig> for LogAdapter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
+    use std::time::Duration;
 
     use openraft::testing::log::{StoreBuilder, Suite};
     use openraft::StorageError;
 
-    use super::LogAdapter;
+    use super::{DiskHealth, LogAdapter};
     use crate::codec::Codec;
     use crate::raft::sm::StateMachine;
     use crate::raft::TypeConfig;
@@ -587,15 +629,29 @@ mod tests {
         assert_eq!(st.last_log_id, Some(log_id(10)));
     }
 
-    /// A store that fails its second append.
-    struct FailSecond {
+    /// A store with injected faults: it fails its second append (when `fail_second`),
+    /// and refuses every write for want of space while `full` is set.
+    #[derive(Default)]
+    struct Injected {
         inner: MemLogStore,
         appends: std::sync::atomic::AtomicU32,
+        fail_second: bool,
+        full: AtomicBool,
     }
 
-    impl crate::store::LogStore for FailSecond {
+    impl Injected {
+        fn check_space(&self) -> Result<(), crate::store::StoreError> {
+            match self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                true => Err(crate::store::StoreError::DiskFull("injected ENOSPC".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl crate::store::LogStore for Injected {
         fn append(&self, e: &[(u64, &[u8])]) -> Result<(), crate::store::StoreError> {
-            if self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.check_space()?;
+            if self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 && self.fail_second {
                 return Err(crate::store::StoreError::Invalid("injected".into()));
             }
             self.inner.append(e)
@@ -613,6 +669,7 @@ mod tests {
             self.inner.last_entry()
         }
         fn put_meta(&self, k: crate::store::MetaKey, v: &[u8]) -> Result<(), crate::store::StoreError> {
+            self.check_space()?;
             self.inner.put_meta(k, v)
         }
         fn get_meta(&self, k: crate::store::MetaKey) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
@@ -625,9 +682,9 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_written_after_a_failed_append() {
         use openraft::storage::{IOFlushed, RaftLogStorage};
-        let store = Arc::new(FailSecond {
-            inner: MemLogStore::new(),
-            appends: Default::default(),
+        let store = Arc::new(Injected {
+            fail_second: true,
+            ..Default::default()
         });
         let mut log = LogAdapter::new(store.clone()).unwrap();
         let mut results = Vec::new();
@@ -644,6 +701,49 @@ mod tests {
             .collect();
         assert_eq!(on_disk, [1], "entry 3 must not land after the failed entry 2");
         assert!(log.save_vote(&crate::raft::Vote::new(1, 1)).await.is_err());
+    }
+
+    /// A write refused for want of space is not a failure: the flush is reported only
+    /// once the same write succeeds, later writes wait behind it (in order), and the
+    /// disk is marked full meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_holds_writes_until_there_is_room() {
+        use openraft::storage::{IOFlushed, RaftLogStorage};
+        use std::sync::atomic::Ordering::SeqCst;
+        let store = Arc::new(Injected::default());
+        let disk = DiskHealth::default();
+        let mut log = LogAdapter::start(store.clone(), None, disk.clone()).unwrap();
+        log.append([blank(1)], IOFlushed::noop()).await.unwrap();
+        store.full.store(true, SeqCst);
+        let (tx, mut flushed) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+        log.append([blank(2)], IOFlushed::signal(tx)).await.unwrap();
+        let vote = {
+            let mut log = log.clone();
+            tokio::spawn(async move { log.save_vote(&crate::raft::Vote::new(2, 1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            flushed.try_recv().is_err(),
+            "no flush is reported while the disk is full"
+        );
+        assert!(!vote.is_finished(), "the vote waits behind the append");
+        assert!(disk.full().is_some_and(|why| why.contains("injected ENOSPC")));
+        // The entry waiting for space is readable meanwhile.
+        let got = openraft::RaftLogReader::try_get_log_entries(&mut log, 1..=2)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2);
+
+        store.full.store(false, SeqCst);
+        assert!(flushed.await.unwrap().is_ok());
+        vote.await.unwrap().unwrap();
+        assert_eq!(disk.full(), None);
+        let on_disk: Vec<u64> = crate::store::LogStore::read_range(store.as_ref(), 0, 10)
+            .unwrap()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(on_disk, [1, 2]);
     }
 
     /// openraft's own storage test suite passes against the log adapter (with its writer

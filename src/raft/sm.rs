@@ -90,6 +90,9 @@ pub struct SharedState {
     pub(crate) watch: Arc<WatchHub>,
     /// This node's metrics (applies, snapshots; the log writer's fsyncs).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the data directory is out of space (set by the log writer and by
+    /// snapshot saves, read by the node).
+    pub(crate) disk: crate::store::DiskHealth,
 }
 
 impl SharedState {
@@ -201,6 +204,7 @@ impl StateMachine {
                 codec,
                 watch,
                 metrics,
+                disk: Default::default(),
             }),
             snapshots,
         })
@@ -264,6 +268,40 @@ pub struct SnapshotBuilder {
     image: io::Result<SnapshotBody>,
     snapshots: Arc<dyn SnapshotStore>,
     metrics: Arc<crate::metrics::Metrics>,
+    disk: crate::store::DiskHealth,
+}
+
+/// Saves a snapshot file, waiting while the disk is full rather than failing: openraft
+/// stops a node whose snapshot cannot be built or installed, and a full disk is a
+/// condition that passes. (Building runs in a task of its own, so waiting there holds
+/// up nothing else; an install waits in the state machine, as the log writer does.)
+async fn save_waiting_for_space(
+    store: Arc<dyn SnapshotStore>,
+    disk: &crate::store::DiskHealth,
+    index: u64,
+    bytes: Arc<Vec<u8>>,
+) -> io::Result<bool> {
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut marked = false;
+    loop {
+        let (s, b) = (store.clone(), bytes.clone());
+        match crate::store::snapshot::on_store(s, move |s| s.save(index, &b)).await {
+            Err(e) if crate::store::is_disk_full(&e) && !store.runs_inline() => {
+                if disk.set_full(format!("saving snapshot {index}: {e}")) {
+                    tracing::warn!("disk full, the snapshot at {index} waits for space: {e}");
+                }
+                marked = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+            r => {
+                if marked && r.is_ok() {
+                    disk.clear();
+                }
+                return r;
+            }
+        }
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -272,11 +310,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
         let body = std::mem::replace(&mut self.image, Err(invalid("snapshot already built")))?;
-        let bytes = encode_snapshot(&body)?;
-        let store = self.snapshots.clone();
-        let to_save = bytes.clone();
+        let bytes = Arc::new(encode_snapshot(&body)?);
         let index = body.meta.last_log_id.map_or(0, |l| l.index);
-        let kept = crate::store::snapshot::on_store(store, move |s| s.save(index, &to_save)).await?;
+        let kept = save_waiting_for_space(self.snapshots.clone(), &self.disk, index, bytes.clone()).await?;
+        let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| b.as_ref().clone());
         if self.metrics.enabled {
             self.metrics.snapshot.observe(started.elapsed().as_secs_f64());
         }
@@ -349,11 +386,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        // A scheduled snapshot waits while the disk is full; the log keeps the entries.
+        if !force && self.shared.disk.full().is_some() {
+            return None;
+        }
+        Some(self.get_snapshot_builder().await)
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             image: self.shared.image(),
             snapshots: self.snapshots.clone(),
             metrics: self.shared.metrics.clone(),
+            disk: self.shared.disk.clone(),
         }
     }
 
@@ -378,9 +424,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // The events between the old state and the snapshot are unknown here.
             self.shared.watch.reset(meta.last_log_id.map_or(0, |l| l.index));
         }
-        let store = self.snapshots.clone();
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        crate::store::snapshot::on_store(store, move |s| s.save(index, &snapshot)).await?;
+        save_waiting_for_space(self.snapshots.clone(), &self.shared.disk, index, Arc::new(snapshot)).await?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot from leader");
         Ok(())
     }

@@ -37,12 +37,16 @@ impl MetaKey {
     }
 }
 
-/// An error from the storage engine. Any of these is fatal for the Raft node: it cannot
-/// promise durability any more.
+/// An error from the storage engine. Each is fatal for the Raft node (it cannot promise
+/// durability any more) except [`StoreError::DiskFull`]: nothing was written, and the
+/// same write can be tried again once there is room.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("log store I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The device has no space (or the quota is spent). The write did not happen.
+    #[error("disk full: {0}")]
+    DiskFull(String),
     #[error("log store engine error: {0}")]
     Engine(String),
     #[error("log store misuse: {0}")]
@@ -55,6 +59,39 @@ impl From<StoreError> for std::io::Error {
             StoreError::Io(e) => e,
             other => std::io::Error::other(other.to_string()),
         }
+    }
+}
+
+/// Whether `e` says the device is out of space (ENOSPC) or quota (EDQUOT).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Whether this node's data directory is out of space, shared between the log writer
+/// (which sets it when a write fails for want of space, and clears it when a retry
+/// succeeds) and the node (which refuses writes and gives up leadership meanwhile).
+#[derive(Debug, Clone, Default)]
+pub struct DiskHealth(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl DiskHealth {
+    /// Marks the disk full, with the error that showed it. Returns whether it was not
+    /// already.
+    pub fn set_full(&self, why: String) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.replace(why).is_none()
+    }
+
+    /// Marks the disk usable again. Returns whether it was full.
+    pub fn clear(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+    }
+
+    /// Why the disk is full, or `None` when it is not.
+    pub fn full(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -2,8 +2,16 @@
 //!
 //! redb commits are checksummed and crash-safe; `Durability::Immediate` fsyncs before
 //! `commit` returns, which is what makes an acknowledged write survive a power cut.
+//!
+//! After an I/O error redb answers every call with `PreviousIo` until the database is
+//! closed and opened again. So a failed write marks the store broken, and the next call
+//! reopens it first: that is how a node whose disk filled up writes again once space is
+//! freed, without a restart. (A commit that failed left nothing behind: redb's commit is
+//! all or nothing, and the reopen rolls back to the last good one.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -14,7 +22,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// A [`LogStore`] in one redb file.
 pub struct RedbLogStore {
-    db: Database,
+    path: PathBuf,
+    /// `None` while a reopen after a failure has not succeeded yet.
+    db: RwLock<Option<Database>>,
+    /// Set by a call that failed with an I/O error; the next call reopens.
+    broken: AtomicBool,
 }
 
 impl std::fmt::Debug for RedbLogStore {
@@ -27,6 +39,23 @@ fn engine<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// Whether a redb error came from the device running out of space.
+fn out_of_space(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Io(io) => super::is_disk_full(io),
+        other => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(other);
+            while let Some(s) = source {
+                if s.downcast_ref::<std::io::Error>().is_some_and(super::is_disk_full) {
+                    return true;
+                }
+                source = s.source();
+            }
+            false
+        }
+    }
+}
+
 impl RedbLogStore {
     /// Opens the database at `path`, creating it (and its tables) if absent.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -37,7 +66,55 @@ impl RedbLogStore {
             txn.open_table(META).map_err(engine)?;
         }
         txn.commit().map_err(engine)?;
-        Ok(Self { db })
+        Ok(Self {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// Turns a redb error into ours; an I/O error (or redb's `PreviousIo` after one)
+    /// marks the store for reopening.
+    fn fail(&self, e: impl Into<redb::Error>) -> StoreError {
+        let e: redb::Error = e.into();
+        let full = out_of_space(&e);
+        if full
+            || matches!(
+                e,
+                redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::Backend(_)
+            )
+        {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+        if full {
+            StoreError::DiskFull(format!("{}: {e}", self.path.display()))
+        } else {
+            StoreError::Engine(e.to_string())
+        }
+    }
+
+    /// The open database, reopened first if a call failed since it was last opened.
+    fn db(&self) -> Result<RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+            if self.broken.load(Ordering::SeqCst) {
+                // Close the failed instance first: redb holds a lock on the file.
+                drop(g.take());
+                match Database::create(&self.path) {
+                    Ok(db) => {
+                        *g = Some(db);
+                        self.broken.store(false, Ordering::SeqCst);
+                        tracing::debug!(path = %self.path.display(), "log database reopened after an I/O error");
+                    }
+                    Err(e) => return Err(self.fail(e)),
+                }
+            }
+        }
+        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            return Err(StoreError::Engine("log database is not open".into()));
+        }
+        Ok(g)
     }
 
     /// Runs `f` in one write transaction and commits it durably.
@@ -52,10 +129,20 @@ impl RedbLogStore {
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
     {
-        let mut txn = self.db.begin_write().map_err(engine)?;
-        txn.set_durability(durability).map_err(engine)?;
+        let g = self.db()?;
+        let db = g.as_ref().expect("db() checked");
+        let mut txn = db.begin_write().map_err(|e| self.fail(e))?;
+        txn.set_durability(durability).map_err(|e| self.fail(e))?;
         f(&txn)?;
-        txn.commit().map_err(engine)
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Runs `f` in a read transaction.
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>) -> Result<T, StoreError> {
+        let g = self.db()?;
+        let db = g.as_ref().expect("db() checked");
+        let txn = db.begin_read().map_err(|e| self.fail(e))?;
+        f(&txn).map_err(|e| self.fail(e))
     }
 }
 
@@ -65,9 +152,9 @@ impl LogStore for RedbLogStore {
             return Ok(());
         }
         self.write(|txn| {
-            let mut t = txn.open_table(LOG).map_err(engine)?;
+            let mut t = txn.open_table(LOG).map_err(|e| self.fail(e))?;
             for (i, bytes) in entries {
-                t.insert(*i, *bytes).map_err(engine)?;
+                t.insert(*i, *bytes).map_err(|e| self.fail(e))?;
             }
             Ok(())
         })
@@ -79,16 +166,16 @@ impl LogStore for RedbLogStore {
             None => 0,
         };
         self.write(|txn| {
-            let mut t = txn.open_table(LOG).map_err(engine)?;
-            t.retain_in(from.., |_, _| false).map_err(engine)?;
+            let mut t = txn.open_table(LOG).map_err(|e| self.fail(e))?;
+            t.retain_in(from.., |_, _| false).map_err(|e| self.fail(e))?;
             Ok(())
         })
     }
 
     fn purge_upto(&self, upto: u64) -> Result<(), StoreError> {
         self.write(|txn| {
-            let mut t = txn.open_table(LOG).map_err(engine)?;
-            t.retain_in(..=upto, |_, _| false).map_err(engine)?;
+            let mut t = txn.open_table(LOG).map_err(|e| self.fail(e))?;
+            t.retain_in(..=upto, |_, _| false).map_err(|e| self.fail(e))?;
             Ok(())
         })
     }
@@ -97,21 +184,23 @@ impl LogStore for RedbLogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(engine)?;
-        let t = txn.open_table(LOG).map_err(engine)?;
-        let mut out = Vec::new();
-        for row in t.range(start..end).map_err(engine)? {
-            let (k, v) = row.map_err(engine)?;
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.read(|txn| {
+            let t = txn.open_table(LOG)?;
+            let mut out = Vec::new();
+            for row in t.range(start..end)? {
+                let (k, v) = row?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn last_entry(&self) -> Result<Option<RawEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let t = txn.open_table(LOG).map_err(engine)?;
-        let last = t.last().map_err(engine)?;
-        Ok(last.map(|(k, v)| (k.value(), v.value().to_vec())))
+        self.read(|txn| {
+            let t = txn.open_table(LOG)?;
+            let last = t.last()?;
+            Ok(last.map(|(k, v)| (k.value(), v.value().to_vec())))
+        })
     }
 
     fn put_meta(&self, key: MetaKey, value: &[u8]) -> Result<(), StoreError> {
@@ -122,17 +211,18 @@ impl LogStore for RedbLogStore {
             _ => Durability::Immediate,
         };
         self.write_with(durability, |txn| {
-            let mut t = txn.open_table(META).map_err(engine)?;
-            t.insert(key.name(), value).map_err(engine)?;
+            let mut t = txn.open_table(META).map_err(|e| self.fail(e))?;
+            t.insert(key.name(), value).map_err(|e| self.fail(e))?;
             Ok(())
         })
     }
 
     fn get_meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(engine)?;
-        let t = txn.open_table(META).map_err(engine)?;
-        let v = t.get(key.name()).map_err(engine)?;
-        Ok(v.map(|v| v.value().to_vec()))
+        self.read(|txn| {
+            let t = txn.open_table(META)?;
+            let v = t.get(key.name())?;
+            Ok(v.map(|v| v.value().to_vec()))
+        })
     }
 }
 

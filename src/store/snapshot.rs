@@ -93,10 +93,15 @@ impl SnapshotStore for FileSnapshotStore {
         }
         let tmp = self.dir.join(format!("snapshot-{index:020}.tmp"));
         let fin = self.dir.join(format!("snapshot-{index:020}.bin"));
-        {
+        let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
-            f.sync_all()?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            // A half-written file would hold on to the space that ran out.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
         std::fs::rename(&tmp, &fin)?;
         std::fs::File::open(&self.dir)?.sync_all()?;
