@@ -309,6 +309,22 @@ fn fill(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// Writes ten keys `{prefix}0`..`{prefix}9` through one node, each acknowledged.
+async fn put_ten(http: &reqwest::Client, prefix: &str, acked: &mut Vec<(String, String)>) {
+    let key0 = prefix.rsplit('/').next().unwrap();
+    for k in 0..10 {
+        let (key, value) = (format!("{key0}{k}"), format!("{key0}-v{k}"));
+        let r = http
+            .put(format!("{prefix}{k}"))
+            .body(value.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        acked.push((key, value));
+    }
+}
+
 /// The id of the member whose HTTP address is `http`, and the current leader, as
 /// `/v1/cluster/members` on `url` tells.
 async fn ids(http: &reqwest::Client, url: &str, addr: &str) -> Option<(String, String)> {
@@ -367,17 +383,7 @@ async fn a_full_disk_refuses_writes_hands_over_leadership_and_recovers_when_spac
     };
 
     let mut acked: Vec<(String, String)> = Vec::new();
-    for k in 0..10 {
-        let (key, value) = (format!("before{k}"), format!("v{k}"));
-        let r = http
-            .put(lab.url(1, &format!("/v1/kv/{key}")))
-            .body(value.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        acked.push((key, value));
-    }
+    put_ten(&http, &lab.url(1, "/v1/kv/before"), &mut acked).await;
 
     // The disk fills up. Writes through node 1 (values of 16 KiB, so that the log must
     // grow) keep getting answers until one is refused for want of space.
@@ -434,17 +440,7 @@ async fn a_full_disk_refuses_writes_hands_over_leadership_and_recovers_when_spac
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for k in 0..10 {
-        let (key, value) = (format!("elsewhere{k}"), format!("w{k}"));
-        let r = http
-            .put(lab.url(2, &format!("/v1/kv/{key}")))
-            .body(value.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        acked.push((key, value));
-    }
+    put_ten(&http, &lab.url(2, "/v1/kv/elsewhere"), &mut acked).await;
 
     // Node 1 still refuses writes, at once, says so in its metrics, serves reads, and
     // is still a voter.
