@@ -106,7 +106,8 @@ async fn restarted_node_has_every_acknowledged_write() {
 }
 
 /// A node kept down while the leader snapshots and purges its log past the node's
-/// position can only be caught up by installing a snapshot — and is.
+/// position can only be caught up by installing a snapshot — and is. The stream lands
+/// in a temporary file that becomes the node's snapshot, not in a buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_down_past_snapshot_threshold_catches_up_by_snapshot() {
     let _g = serial().await;
@@ -135,6 +136,12 @@ async fn node_down_past_snapshot_threshold_catches_up_by_snapshot() {
     .await;
     let st = c.node(victim).raft_status();
     assert!(st.snapshot_index > victim_last, "caught up from a snapshot: {st:?}");
+    // The stream was received into a temporary file, which became the snapshot.
+    let files = common::snapshot_files(&c.members[victim].dir);
+    assert!(
+        files.len() == 1 && files[0].starts_with("snapshot-") && files[0].ends_with(".bin"),
+        "{files:?}"
+    );
     for i in [0, 77, 149] {
         assert_eq!(c.get(victim, &format!("s{i}"), "stale").await, Some(i.to_string()));
     }

@@ -155,7 +155,7 @@ async fn watchers_past_the_limit_are_refused() {
 
 /// A snapshot stream on the peer port is bounded by the size its first chunk announces:
 /// one announced over the node's limit is refused before it is read, and one that runs
-/// past what it announced is cut off as soon as it does.
+/// past what it announced is cut off as soon as it does; nothing received is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_streams_are_bounded_by_their_announced_size() {
     use braft::pb::raft_client::RaftClient;
@@ -190,6 +190,9 @@ async fn snapshot_streams_are_bounded_by_their_announced_size() {
         .await
         .unwrap_err();
     assert_eq!(shorter.code(), tonic::Code::InvalidArgument, "{shorter:?}");
+    // Each was received into a temporary file, removed when it was refused.
+    let left = common::snapshot_files(&c.members[0].dir);
+    assert!(left.iter().all(|f| !f.ends_with(".tmp")), "{left:?}");
     // The node still serves.
     c.put_ok(0, "k", "v").await;
     c.shutdown().await;

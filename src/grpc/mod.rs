@@ -197,7 +197,11 @@ impl pb::raft_server::Raft for PeerService {
         &self,
         req: Request<tonic::Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::Opaque>, Status> {
-        network::serve_install_snapshot(self.node.consensus().raft(), req.into_inner(), 4 << 30)
+        let into = self
+            .node
+            .snapshot_incoming()
+            .map_err(|e| Status::unavailable(format!("cannot receive a snapshot: {e}")))?;
+        network::serve_install_snapshot(self.node.consensus().raft(), req.into_inner(), 4 << 30, into)
             .await
             .map(Response::new)
     }

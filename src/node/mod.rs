@@ -286,7 +286,7 @@ impl NodeBuilder {
         let mut metrics = crate::metrics::Metrics::new();
         metrics.enabled = config.metrics;
         let metrics = Arc::new(metrics);
-        let sm = StateMachine::open(self.registry, format, snapshots, watch_limits, metrics.clone())?;
+        let sm = StateMachine::open(self.registry, format, snapshots.clone(), watch_limits, metrics.clone())?;
         let state = sm.shared();
         let token = crate::auth::ClusterToken::new(config.cluster_token.as_deref()).map_err(|problem| {
             crate::config::ConfigError {
@@ -356,6 +356,7 @@ impl NodeBuilder {
             metrics,
             access,
             disk,
+            snapshots,
         });
         metrics::attach(&node_weak(&inner));
         let node = Node { inner };
@@ -588,6 +589,8 @@ pub(crate) struct Inner {
     pub access: Arc<crate::access::Access>,
     /// Whether the data directory is out of space (see `disk`).
     pub disk: crate::store::DiskHealth,
+    /// Where snapshots are kept; snapshots sent by a leader are received into it.
+    pub snapshots: Arc<dyn SnapshotStore>,
 }
 
 fn node_weak(inner: &Arc<Inner>) -> (std::sync::Weak<Inner>, Arc<crate::metrics::Metrics>) {
@@ -796,6 +799,11 @@ impl Node {
         .map_err(|_| unavailable(format!("leader {} did not answer in time", peer.rpc_addr)))?
         .map_err(|s| unavailable(format!("leader {}: {}", peer.rpc_addr, s.message())))?;
         wire::decode(&resp.into_inner().data).map_err(|e| unavailable(format!("bad autopilot report: {e}")))
+    }
+
+    /// Somewhere to receive a snapshot a leader streams here.
+    pub(crate) fn snapshot_incoming(&self) -> std::io::Result<crate::store::Incoming> {
+        self.inner.snapshots.incoming()
     }
 
     pub(crate) fn consensus(&self) -> &Consensus {

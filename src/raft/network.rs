@@ -178,7 +178,7 @@ impl PeerClient {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::store::SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -239,7 +239,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client()?;
         let meta = wire::encode(&(vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
-        let data = snapshot.snapshot;
+        // A leader sends what it built or loaded, in memory; a staged file (only a
+        // follower holds one, briefly) is read back.
+        let data = match snapshot.snapshot {
+            crate::store::SnapshotData::Bytes(b) => b,
+            staged => tokio::task::spawn_blocking(move || staged.into_bytes())
+                .await
+                .map_err(|e| NetworkError::new(&e))?
+                .map_err(|e| NetworkError::new(&e))?,
+        };
         let mut chunks = vec![pb::SnapshotChunk {
             meta,
             data: Vec::new(),
@@ -295,10 +303,13 @@ pub async fn serve_transfer_leader(raft: &Raft, req: pb::Opaque) -> Result<pb::O
     reply(&r)
 }
 
+/// Receives a snapshot stream into `into` (a temporary file, for a store on disk),
+/// checking it against its announced size and `max_bytes`, then installs it.
 pub async fn serve_install_snapshot(
     raft: &Raft,
     mut chunks: tonic::Streaming<pb::SnapshotChunk>,
     max_bytes: usize,
+    into: crate::store::Incoming,
 ) -> Result<pb::Opaque, tonic::Status> {
     let first = chunks
         .message()
@@ -312,25 +323,34 @@ pub async fn serve_install_snapshot(
             "snapshot of {announced} bytes exceeds the limit of {max_bytes}"
         )));
     }
-    let bound = if announced > 0 { announced } else { max_bytes };
-    let mut data = first.data;
+    let bound = if announced > 0 { announced } else { max_bytes } as u64;
+    let staging = |e: std::io::Error| {
+        if crate::store::is_disk_full(&e) {
+            tonic::Status::resource_exhausted(format!("no space to receive the snapshot: {e}"))
+        } else {
+            tonic::Status::unavailable(format!("receiving the snapshot: {e}"))
+        }
+    };
+    let mut data = into;
+    data.write(&first.data).await.map_err(staging)?;
     while let Some(c) = chunks.message().await? {
-        if data.len() + c.data.len() > bound {
+        if data.len() + c.data.len() as u64 > bound {
             return Err(tonic::Status::resource_exhausted(if announced > 0 {
                 format!("snapshot stream longer than the {announced} bytes announced")
             } else {
                 format!("snapshot exceeds the limit of {max_bytes} bytes")
             }));
         }
-        data.extend_from_slice(&c.data);
+        data.write(&c.data).await.map_err(staging)?;
     }
-    if announced > 0 && data.len() != announced {
+    if announced > 0 && data.len() != announced as u64 {
         return Err(tonic::Status::invalid_argument(format!(
             "snapshot stream of {} bytes, {announced} announced",
             data.len()
         )));
     }
     let (vote, meta): (Vote, SnapshotMeta) = wire::decode(&first.meta)?;
+    let data = data.finish().await.map_err(staging)?;
     reply(&install_snapshot(raft, vote, Snapshot { meta, snapshot: data }).await)
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{wire, LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::codec::{Codec, Format};
 use crate::service::{ApplyContext, Registry, ServiceError};
-use crate::store::SnapshotStore;
+use crate::store::{SnapshotData, SnapshotStore};
 use crate::watch::WatchHub;
 
 const MAGIC: &[u8; 8] = b"BRAFTSNP";
@@ -46,6 +46,38 @@ fn encode_snapshot(body: &SnapshotBody) -> io::Result<Vec<u8>> {
     out.extend_from_slice(&crc32fast::hash(&inner).to_le_bytes());
     out.extend_from_slice(&inner);
     Ok(out)
+}
+
+/// [`decode_snapshot`] for a snapshot in a file, read in pieces: the checksum over a
+/// first pass, then the body decoded from the reader.
+fn decode_snapshot_file(path: &std::path::Path) -> io::Result<SnapshotBody> {
+    use std::io::{Read, Seek};
+    let mut f = io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut header = [0u8; 16];
+    f.read_exact(&mut header)
+        .map_err(|_| invalid("not a braft snapshot (bad magic)"))?;
+    if &header[..8] != MAGIC {
+        return Err(invalid("not a braft snapshot (bad magic)"));
+    }
+    let format = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if format != FORMAT_V1 {
+        return Err(invalid(format!("unsupported snapshot format {format}")));
+    }
+    let crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if hasher.finalize() != crc {
+        return Err(invalid("checksum mismatch: the file is corrupted or truncated"));
+    }
+    f.seek(io::SeekFrom::Start(16))?;
+    wire::decode_from(f).map_err(|e| invalid(e.to_string()))
 }
 
 fn decode_snapshot(bytes: &[u8]) -> io::Result<SnapshotBody> {
@@ -305,7 +337,7 @@ async fn save_waiting_for_space(
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
@@ -324,13 +356,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         }
         Ok(Snapshot {
             meta: body.meta,
-            snapshot: bytes,
+            snapshot: SnapshotData::Bytes(bytes),
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -403,8 +435,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let body = decode_snapshot(&snapshot)?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        // A snapshot received over the network is in a staged file (a store on disk):
+        // it is checked and decoded from the file, never read into memory whole.
+        let (snapshot, body) = match snapshot {
+            SnapshotData::Bytes(b) => {
+                let body = decode_snapshot(&b)?;
+                (SnapshotData::Bytes(b), body)
+            }
+            SnapshotData::File(staged) => {
+                let path = staged.path().to_path_buf();
+                let body = tokio::task::spawn_blocking(move || decode_snapshot_file(&path))
+                    .await
+                    .map_err(io::Error::other)??;
+                (SnapshotData::File(staged), body)
+            }
+        };
         if body.meta.last_log_id != meta.last_log_id {
             return Err(invalid("snapshot metadata does not match its body"));
         }
@@ -425,7 +471,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.shared.watch.reset(meta.last_log_id.map_or(0, |l| l.index));
         }
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        save_waiting_for_space(self.snapshots.clone(), &self.shared.disk, index, Arc::new(snapshot)).await?;
+        match snapshot {
+            SnapshotData::Bytes(b) => {
+                save_waiting_for_space(self.snapshots.clone(), &self.shared.disk, index, Arc::new(b)).await?;
+            }
+            // Already written and fsynced as it arrived: renamed into place.
+            SnapshotData::File(staged) => {
+                crate::store::snapshot::on_store(self.snapshots.clone(), move |s| s.adopt(index, &staged)).await?;
+            }
+        }
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot from leader");
         Ok(())
     }
@@ -439,7 +493,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let body = decode_snapshot(&bytes)?;
                 Ok(Some(Snapshot {
                     meta: body.meta,
-                    snapshot: bytes,
+                    snapshot: SnapshotData::Bytes(bytes),
                 }))
             }
         }
@@ -467,5 +521,20 @@ mod tests {
         let err = decode_snapshot(&bytes).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
         assert!(decode_snapshot(b"short").is_err());
+
+        // The same checks when the snapshot is read from a file, piece by piece.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.tmp");
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(decode_snapshot_file(&path).unwrap().services, body.services);
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = decode_snapshot_file(&path).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        std::fs::write(&path, b"short").unwrap();
+        assert!(decode_snapshot_file(&path).is_err());
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(decode_snapshot_file(&path).is_err());
     }
 }

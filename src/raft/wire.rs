@@ -36,6 +36,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     }
 }
 
+/// [`decode`], reading from `r` as it goes (a staged snapshot file), so that the encoded
+/// bytes never sit in memory whole.
+pub fn decode_from<T: DeserializeOwned>(mut r: impl std::io::Read) -> Result<T, WireError> {
+    let mut version = [0u8; 1];
+    r.read_exact(&mut version).map_err(|_| WireError::Empty)?;
+    match version[0] {
+        WIRE_V1 => rmp_serde::from_read(r).map_err(|e| WireError::Decode(e.to_string())),
+        v => Err(WireError::Version(v)),
+    }
+}
+
 impl From<WireError> for tonic::Status {
     fn from(e: WireError) -> Self {
         tonic::Status::invalid_argument(e.to_string())
@@ -56,5 +67,14 @@ mod tests {
         assert!(matches!(decode::<u64>(&[]), Err(WireError::Empty)));
         assert!(matches!(decode::<u64>(&[9, 1]), Err(WireError::Version(9))));
         assert!(matches!(decode::<String>(&[WIRE_V1, 0xc1]), Err(WireError::Decode(_))));
+        // The same from a reader.
+        let back: (String, u64) = decode_from(&bytes[..]).unwrap();
+        assert_eq!(back, ("hello".to_string(), 42));
+        assert!(matches!(decode_from::<u64>(&[][..]), Err(WireError::Empty)));
+        assert!(matches!(decode_from::<u64>(&[9, 1][..]), Err(WireError::Version(9))));
+        assert!(matches!(
+            decode_from::<String>(&[WIRE_V1, 0xc1][..]),
+            Err(WireError::Decode(_))
+        ));
     }
 }

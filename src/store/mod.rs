@@ -14,7 +14,7 @@ pub(crate) mod snapshot;
 
 pub use self::mem::MemLogStore;
 pub use self::redb::RedbLogStore;
-pub use self::snapshot::{FileSnapshotStore, MemSnapshotStore, SnapshotStore};
+pub use self::snapshot::{FileSnapshotStore, Incoming, MemSnapshotStore, SnapshotData, SnapshotStore, Staged};
 
 /// A metadata cell kept beside the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

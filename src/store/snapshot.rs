@@ -32,6 +32,111 @@ pub trait SnapshotStore: Send + Sync + 'static {
     fn runs_inline(&self) -> bool {
         false
     }
+
+    /// Somewhere to put a snapshot arriving from a leader while it arrives. A store on
+    /// disk gives a temporary file beside its snapshots, so that a stream of any size
+    /// never sits in memory; the in-memory twin gives a buffer.
+    fn incoming(&self) -> io::Result<Incoming> {
+        Ok(Incoming::Mem(Vec::new()))
+    }
+
+    /// Makes a received (staged) snapshot the newest one, as [`SnapshotStore::save`]
+    /// does with bytes. Returns whether it was kept.
+    fn adopt(&self, index: u64, staged: &Staged) -> io::Result<bool> {
+        let bytes = std::fs::read(&staged.path)?;
+        self.save(index, &bytes)
+    }
+}
+
+/// A snapshot's bytes as openraft carries them between the state machine and the
+/// network: in memory (built here, loaded for sending, or received by the in-memory
+/// twin), or in a staged file (received from a leader by a store on disk).
+#[derive(Debug)]
+pub enum SnapshotData {
+    Bytes(Vec<u8>),
+    File(Staged),
+}
+
+impl SnapshotData {
+    /// The whole snapshot in memory (for a staged file: read back).
+    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
+        match self {
+            SnapshotData::Bytes(b) => Ok(b),
+            SnapshotData::File(s) => std::fs::read(&s.path),
+        }
+    }
+}
+
+/// A received snapshot in a temporary file beside the store's snapshots. The file is
+/// removed when this is dropped, unless the store adopted it (renamed it into place).
+#[derive(Debug)]
+pub struct Staged {
+    path: PathBuf,
+}
+
+impl Staged {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Gone already once adopted; any other error leaves a `.tmp` that the next
+        // start removes.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A snapshot stream being received.
+#[derive(Debug)]
+pub enum Incoming {
+    Mem(Vec<u8>),
+    File {
+        file: tokio::fs::File,
+        staged: Staged,
+        len: u64,
+    },
+}
+
+impl Incoming {
+    /// Appends one chunk.
+    pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            Incoming::Mem(b) => b.extend_from_slice(chunk),
+            Incoming::File { file, len, .. } => {
+                file.write_all(chunk).await?;
+                *len += chunk.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    pub fn len(&self) -> u64 {
+        match self {
+            Incoming::Mem(b) => b.len() as u64,
+            Incoming::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole stream has arrived: a staged file is flushed and fsynced.
+    pub async fn finish(self) -> io::Result<SnapshotData> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            Incoming::Mem(b) => Ok(SnapshotData::Bytes(b)),
+            Incoming::File { mut file, staged, .. } => {
+                file.flush().await?;
+                file.sync_all().await?;
+                Ok(SnapshotData::File(staged))
+            }
+        }
+    }
 }
 
 /// Runs `f` on the store: inline if it asks for that, else on the blocking pool.
@@ -52,15 +157,42 @@ pub(crate) async fn on_store<T: Send + 'static>(
 pub struct FileSnapshotStore {
     dir: PathBuf,
     lock: Mutex<()>,
+    /// Numbers the files of snapshots being received.
+    received: std::sync::atomic::AtomicU64,
 }
 
 impl FileSnapshotStore {
     pub fn new(dir: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        // Temporary files left by a crash while saving or receiving are never whole.
+        for e in std::fs::read_dir(&dir)? {
+            let path = e?.path();
+            if path.extension().is_some_and(|x| x == "tmp") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
         Ok(Self {
             dir,
             lock: Mutex::new(()),
+            received: Default::default(),
         })
+    }
+
+    /// Renames a whole, fsynced file to the snapshot at `index`, then fsyncs the
+    /// directory and removes older snapshots. Returns false (doing nothing) when a
+    /// snapshot as new is already stored.
+    fn install_file(&self, index: u64, whole: &std::path::Path) -> io::Result<bool> {
+        let existing = self.files()?;
+        if existing.last().is_some_and(|(i, _)| *i >= index) {
+            return Ok(false);
+        }
+        let fin = self.dir.join(format!("snapshot-{index:020}.bin"));
+        std::fs::rename(whole, &fin)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        for (_, old) in existing {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(true)
     }
 
     /// The snapshot files present, by index, ascending.
@@ -92,7 +224,6 @@ impl SnapshotStore for FileSnapshotStore {
             return Ok(false);
         }
         let tmp = self.dir.join(format!("snapshot-{index:020}.tmp"));
-        let fin = self.dir.join(format!("snapshot-{index:020}.bin"));
         let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
@@ -103,12 +234,27 @@ impl SnapshotStore for FileSnapshotStore {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, &fin)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
-        for (_, old) in existing {
-            let _ = std::fs::remove_file(old);
-        }
-        Ok(true)
+        self.install_file(index, &tmp)
+    }
+
+    fn incoming(&self) -> io::Result<Incoming> {
+        let n = self.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Unique within the process and across restarts (a stale one is removed at start).
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = self.dir.join(format!("incoming-{t}-{n}.tmp"));
+        let file = std::fs::File::create(&path)?;
+        Ok(Incoming::File {
+            file: tokio::fs::File::from_std(file),
+            staged: Staged { path },
+            len: 0,
+        })
+    }
+
+    fn adopt(&self, index: u64, staged: &Staged) -> io::Result<bool> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.install_file(index, &staged.path)
     }
 
     fn load_latest(&self) -> io::Result<Option<Vec<u8>>> {
@@ -190,6 +336,56 @@ mod tests {
         assert_eq!(s.files().unwrap().len(), 1);
         let again = FileSnapshotStore::new(dir.path().to_path_buf()).unwrap();
         assert_eq!(again.load_latest().unwrap().as_deref(), Some(&b"twenty"[..]));
+    }
+
+    fn tmp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tmp"))
+            .collect()
+    }
+
+    /// A snapshot received from a leader goes to a temporary file as it arrives; once
+    /// whole, the store renames it into place. One abandoned midway, or refused as
+    /// older than what is stored, leaves no file behind.
+    #[tokio::test]
+    async fn a_received_snapshot_is_staged_in_a_file_then_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileSnapshotStore::new(dir.path().to_path_buf()).unwrap();
+        let mut inc = s.incoming().unwrap();
+        assert!(matches!(inc, Incoming::File { .. }));
+        for chunk in [&b"one "[..], b"two ", b"three"] {
+            inc.write(chunk).await.unwrap();
+        }
+        assert_eq!(inc.len(), 13);
+        assert_eq!(tmp_files(dir.path()).len(), 1, "the stream is on disk as it arrives");
+        let SnapshotData::File(staged) = inc.finish().await.unwrap() else {
+            panic!("a store on disk stages in a file")
+        };
+        assert!(s.adopt(7, &staged).unwrap());
+        drop(staged);
+        assert_eq!(s.load_latest().unwrap().as_deref(), Some(&b"one two three"[..]));
+        assert!(tmp_files(dir.path()).is_empty());
+
+        let mut abandoned = s.incoming().unwrap();
+        abandoned.write(b"half").await.unwrap();
+        drop(abandoned);
+        let older = s.incoming().unwrap().finish().await.unwrap();
+        let SnapshotData::File(older) = older else { panic!() };
+        assert!(!s.adopt(5, &older).unwrap());
+        drop(older);
+        assert!(tmp_files(dir.path()).is_empty(), "{:?}", tmp_files(dir.path()));
+        assert_eq!(s.load_latest().unwrap().as_deref(), Some(&b"one two three"[..]));
+    }
+
+    /// The in-memory twin receives into a buffer.
+    #[tokio::test]
+    async fn the_mem_store_receives_into_memory() {
+        let s = MemSnapshotStore::default();
+        let mut inc = s.incoming().unwrap();
+        inc.write(b"abc").await.unwrap();
+        assert!(matches!(inc.finish().await.unwrap(), SnapshotData::Bytes(b) if b == b"abc"));
     }
 
     #[test]

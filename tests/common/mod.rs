@@ -73,6 +73,15 @@ pub struct Member {
     pub dir: PathBuf,
 }
 
+/// The files in a node's snapshot directory, by name, sorted.
+pub fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 pub struct Cluster {
     pub members: Vec<Member>,
     pub tmp: tempfile::TempDir,
