@@ -327,16 +327,23 @@ pub fn grpc_role(path: &str) -> Option<Role> {
 }
 
 /// A public gRPC service behind the token check: a refused call is answered with
-/// UNAUTHENTICATED or PERMISSION_DENIED and never reaches the service.
+/// UNAUTHENTICATED or PERMISSION_DENIED and never reaches the service. Where `requests`
+/// is given (RPORT), a call also takes a request slot, or is refused with UNAVAILABLE
+/// when none is free (`BRAFT_MAX_REQUESTS`).
 #[derive(Clone)]
 pub struct Guarded<S> {
     inner: S,
     access: Arc<Access>,
+    requests: Option<Arc<crate::http::limit::Limit>>,
 }
 
 impl<S> Guarded<S> {
-    pub fn new(inner: S, access: Arc<Access>) -> Self {
-        Self { inner, access }
+    pub(crate) fn new(inner: S, access: Arc<Access>, requests: Option<Arc<crate::http::limit::Limit>>) -> Self {
+        Self {
+            inner,
+            access,
+            requests,
+        }
     }
 }
 
@@ -363,8 +370,21 @@ where
         let auth = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
         match self.access.check(auth, need) {
             Ok(caller) => {
+                let slot = match self.requests.as_ref().map(|r| r.take(req.uri().path())) {
+                    Some(Err(message)) => {
+                        let resp = crate::http::limit::grpc_refusal(message);
+                        return Box::pin(async move { Ok(resp) });
+                    }
+                    Some(Ok(slot)) => slot,
+                    None => None,
+                };
                 req.extensions_mut().insert(caller);
-                Box::pin(self.inner.call(req))
+                let call = self.inner.call(req);
+                Box::pin(async move {
+                    let resp = call.await;
+                    drop(slot);
+                    resp
+                })
             }
             Err(denied) => {
                 let resp = denied.status().into_http();

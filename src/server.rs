@@ -16,8 +16,16 @@ impl NodeBuilder {
         let max = node.config().max_connections;
         let rpc_listener = crate::transport::serve_accepted(a.rpc_listener, a.tls.peer, max)?;
         let http_listener = crate::transport::serve_accepted(a.http_listener, a.tls.client, max)?;
-        node.spawn(crate::grpc::serve(node.clone(), rpc_listener, a.grpc_routes, a.token));
-        node.spawn(crate::http::serve(node.clone(), http_listener, a.http_routes));
+        // One bound on client requests in flight, whichever port they arrive on.
+        let requests = std::sync::Arc::new(crate::http::limit::Limit::new(node.config().max_requests));
+        node.spawn(crate::grpc::serve(
+            node.clone(),
+            rpc_listener,
+            a.grpc_routes,
+            a.token,
+            requests.clone(),
+        ));
+        node.spawn(crate::http::serve(node.clone(), http_listener, a.http_routes, requests));
         node.launch(a.background).await?;
         Ok(node)
     }

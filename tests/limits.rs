@@ -52,8 +52,9 @@ async fn connections_past_the_limit_wait_for_a_free_slot() {
 }
 
 /// With one request slot, a blocking read holds it: the next request gets 503 with
-/// `Retry-After` at once (over HTTP, and UNAVAILABLE over gRPC on the same port), the
-/// probes still answer, and when the slot frees the next request is served.
+/// `Retry-After` at once (over HTTP, and UNAVAILABLE over gRPC on either port: one bound
+/// per node), the probes still answer, and when the slot frees the next request is
+/// served, on either port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_the_limit_get_503_with_retry_after() {
     let _g = serial().await;
@@ -68,9 +69,12 @@ async fn requests_past_the_limit_get_503_with_retry_after() {
     assert_eq!(r.headers()["retry-after"], "1");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "overloaded", "{body}");
-    let grpc = braft::Client::new([c.members[0].http.to_string()], Duration::from_millis(300)).unwrap();
-    let e = grpc.get("k", braft::Consistency::Stale).await.unwrap_err();
-    assert!(e.to_string().contains("BRAFT_MAX_REQUESTS"), "{e}");
+    // gRPC on either port counts against the same bound.
+    for port in [c.members[0].http, c.members[0].rpc] {
+        let grpc = braft::Client::new([port.to_string()], Duration::from_millis(300)).unwrap();
+        let e = grpc.get("k", braft::Consistency::Stale).await.unwrap_err();
+        assert!(e.to_string().contains("BRAFT_MAX_REQUESTS"), "{port}: {e}");
+    }
     assert_eq!(c.client.get(c.url(0, "/health")).send().await.unwrap().status(), 200);
     assert_eq!(c.client.get(c.url(0, "/ready")).send().await.unwrap().status(), 200);
     assert_eq!(
@@ -79,6 +83,11 @@ async fn requests_past_the_limit_get_503_with_retry_after() {
         "the held read ends normally"
     );
     assert_eq!(c.get(0, "k", "linearizable").await.as_deref(), Some("v"));
+    let grpc = braft::Client::new([c.members[0].rpc.to_string()], Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        grpc.get("k", braft::Consistency::Stale).await.unwrap().map(|v| v.value),
+        Some(b"v".to_vec())
+    );
     c.shutdown().await;
 }
 

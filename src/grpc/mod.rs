@@ -9,6 +9,8 @@ mod metrics;
 
 use tonic::transport::server::TcpIncoming;
 
+use std::sync::Arc;
+
 use crate::access::Guarded;
 use tonic::{Request, Response, Status};
 
@@ -43,10 +45,12 @@ pub(crate) fn builtin_service_names(config: &crate::config::Config) -> Vec<&'sta
 /// RPORT. HTTP/2 with prior knowledge is what gRPC speaks; the HTTP server accepts it
 /// beside HTTP/1. The peer protocol stays on RPORT alone.
 /// The public services (Kv, Distributor, Admin), each behind the token check; served
-/// on RPORT and on HPORT alike.
+/// on RPORT and on HPORT alike. On RPORT each call also takes a request slot
+/// (`requests`); on HPORT the HTTP server's layer has taken one already.
 #[allow(clippy::type_complexity)]
 fn public_services(
     node: &Node,
+    requests: Option<Arc<crate::http::limit::Limit>>,
 ) -> (
     Guarded<pb::kv_server::KvServer<kv::KvGrpc>>,
     Guarded<pb::distributor_server::DistributorServer<distribute::DistributorGrpc>>,
@@ -58,9 +62,9 @@ fn public_services(
     let distributor = pb::distributor_server::DistributorServer::new(distribute::DistributorGrpc::new(node.clone()));
     let admin = pb::admin_server::AdminServer::new(admin::AdminGrpc::new(node.clone()));
     (
-        Guarded::new(kv, access.clone()),
-        Guarded::new(distributor, access.clone()),
-        Guarded::new(admin, access),
+        Guarded::new(kv, access.clone(), requests.clone()),
+        Guarded::new(distributor, access.clone(), requests.clone()),
+        Guarded::new(admin, access, requests),
     )
 }
 
@@ -69,7 +73,7 @@ pub(crate) fn public_routes(node: &Node) -> axum::Router {
         .config()
         .metrics
         .then(|| metrics::CountLayer(node.inner.metrics.clone()));
-    let (kv, distributor, admin) = public_services(node);
+    let (kv, distributor, admin) = public_services(node, None);
     let r = axum::Router::new();
     let r = route(r, "/braft.v1.Kv/{method}", kv, &count);
     let r = route(r, "/braft.v1.Distributor/{method}", distributor, &count);
@@ -102,6 +106,7 @@ pub(crate) async fn serve(
     listener: crate::transport::Listen,
     user_routes: tonic::service::Routes,
     token: ClusterToken,
+    requests: Arc<crate::http::limit::Limit>,
 ) {
     let mut shutdown = node.shutdown_signal();
     let raft = pb::raft_server::RaftServer::new(PeerService { node: node.clone() })
@@ -109,7 +114,7 @@ pub(crate) async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // Every peer RPC must carry the cluster token (when one is configured).
     let raft = tonic::service::interceptor::InterceptedService::new(raft, token.checker());
-    let (kv, distributor, admin) = public_services(&node);
+    let (kv, distributor, admin) = public_services(&node, Some(requests));
     // Both reflection protocols: v1 for current tools, v1alpha for Python's
     // grpcio-reflection, older grpcurl, grpcui and Postman, which speak only that.
     let reflection = if node.config().grpc_reflection {

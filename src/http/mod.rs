@@ -23,7 +23,7 @@ mod compat;
 mod distribute;
 mod guard;
 mod kv;
-mod limit;
+pub(crate) mod limit;
 mod metrics;
 mod ui;
 mod watch;
@@ -304,7 +304,12 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// against slow-loris clients) and HTTP/2 streams per connection (`BRAFT_MAX_STREAMS`).
 /// Connections arrive through the port's accept loop, which bounds their number and
 /// runs TLS ([`crate::transport::serve_accepted`]).
-pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_routes: Router) {
+pub(crate) async fn serve(
+    node: Node,
+    listener: crate::transport::Listen,
+    user_routes: Router,
+    requests: Arc<limit::Limit>,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut shutdown = node.shutdown_signal();
     // The token check and the request limit cover braft's routes and the application's
@@ -314,10 +319,7 @@ pub(crate) async fn serve(node: Node, listener: crate::transport::Listen, user_r
         .merge(crate::grpc::public_routes(&node))
         .layer(axum::middleware::from_fn_with_state(node.clone(), guard::guard))
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(limit::Limit::new(node.config().max_requests)),
-            limit::limit,
-        ));
+        .layer(axum::middleware::from_fn_with_state(requests, limit::limit));
     let c = node.config();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
