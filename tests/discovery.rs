@@ -20,13 +20,18 @@ const TOKEN: &str = "sa-token-1234";
 
 /// A pod as the API server lists it.
 fn pod(name: &str, ip: &str, phase: &str, ready: bool, port_name: &str) -> Value {
+    pod_at(name, ip, phase, ready, port_name, 16000)
+}
+
+/// [`pod`], with its peer port.
+fn pod_at(name: &str, ip: &str, phase: &str, ready: bool, port_name: &str, port: u16) -> Value {
     json!({
         "metadata": {"name": name, "namespace": "prod", "labels": {"app": "braft"}},
         "spec": {"containers": [{
             "name": "braft",
             "image": "braft:latest",
             "ports": [
-                {"name": port_name, "containerPort": 16000, "protocol": "TCP"},
+                {"name": port_name, "containerPort": port, "protocol": "TCP"},
                 {"name": "http", "containerPort": 16002, "protocol": "TCP"}
             ]
         }]},
@@ -456,4 +461,116 @@ async fn hostless_entries_and_the_go_braft_port_hint() {
     assert_eq!(b.discovery_warnings().len(), 1);
     b.shutdown().await;
     a.shutdown().await;
+}
+
+/// Discovery with TLS on: three nodes that find each other through the Kubernetes API
+/// (their pods listed with IPs and raft ports, as on a cluster) form a cluster over
+/// mutual TLS and serve HTTPS. Peers are checked against the CA, not against the
+/// addresses discovery found, so discovered addresses need no names in certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k8s_discovered_nodes_form_a_cluster_over_mutual_tls() {
+    let _g = serial().await;
+    common::init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let (code, out, err) = common::run_braft(&["cert", "init", "--dir", certs.to_str().unwrap(), "--nodes", "3"], &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push((
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ));
+    }
+    let items: Vec<Value> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, (r, _))| {
+            let port = r.local_addr().unwrap().port();
+            pod_at(&format!("braft-{i}"), "127.0.0.1", "Running", true, "raft", port)
+        })
+        .collect();
+    let app = axum::Router::new().route(
+        "/api/v1/namespaces/{ns}/pods",
+        axum::routing::get(move || {
+            let items = items.clone();
+            async move { Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})) }
+        }),
+    );
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = api.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(api, app).await.unwrap() });
+
+    let mut nodes = Vec::new();
+    let mut urls = Vec::new();
+    for (i, (r, h)) in listeners.into_iter().enumerate() {
+        let sa = tmp.path().join(format!("sa{i}"));
+        std::fs::create_dir_all(&sa).unwrap();
+        let k8s = K8sDiscovery::new(k8s_opts(format!("http://{api_addr}"), &sa, TOKEN)).unwrap();
+        let (dir, certs) = (tmp.path().join(format!("node{i}")), certs.clone());
+        urls.push(format!("https://localhost:{}", h.local_addr().unwrap().port()));
+        let node = braft::Node::builder()
+            .config(braft::Config::default())
+            .configure(move |c| {
+                test_config(c);
+                c.data_dir = Some(dir);
+                c.cert_file = Some(certs.join(format!("node-{}.pem", i + 1)));
+                c.key_file = Some(certs.join(format!("node-{}-key.pem", i + 1)));
+                c.peer_ca_file = Some(certs.join("ca.pem"));
+            })
+            .service(braft::KvService::default())
+            .discovery(k8s)
+            .rpc_listener(r)
+            .http_listener(h)
+            .start();
+        nodes.push(node);
+    }
+    let nodes: Vec<braft::Node> = futures::future::join_all(nodes)
+        .await
+        .into_iter()
+        .map(|n| n.expect("node starts"))
+        .collect();
+    assert!(nodes[0].discovery_description().starts_with("k8s://"));
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut written = false;
+    while !written {
+        written = https
+            .put(format!("{}/v1/kv/found", urls[0]))
+            .body("over-tls")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        assert!(
+            Instant::now() < deadline,
+            "no cluster formed over TLS with k8s discovery"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for url in &urls {
+        let r = https.get(format!("{url}/v1/kv/found")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "over-tls");
+        let v: Value = https
+            .get(format!("{url}/v1/cluster/members"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["members"].as_array().map(|m| m.len()), Some(3), "{v}");
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
 }
