@@ -4,6 +4,9 @@
 //! stopped, its row turns unhealthy. The run saves a screenshot to
 //! `target/ui/dashboard.png` (docs/dashboard.png is a copy of one).
 //!
+//! With `BRAFT_AUTH_FILE` set, the page asks for a token on its first 401 (a prompt),
+//! keeps it in session storage and sends it from then on.
+//!
 //! Without chromedriver the test skips, unless `BRAFT_REQUIRE_BROWSER=1` (set by
 //! scripts/test.sh, which installs `chromium` and `chromium-driver` as root).
 
@@ -166,6 +169,90 @@ async fn dashboard_in_a_real_browser() {
         .unwrap();
     assert!(matches!(health.as_deref(), Some("unhealthy" | "dead")), "{health:?}");
 
+    b.close().await.unwrap();
+    c.shutdown().await;
+}
+
+/// The token file the next cluster's nodes use (a `Cluster` tweak is a plain `fn`).
+static AUTH_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// A node with tokens: the dashboard's first request is refused, and the page asks for
+/// a token. The operator pastes a write token; the page keeps it for the tab only
+/// (session storage), shows the members, and a put through the KV browser succeeds
+/// with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab() {
+    let Some(driver) = chromedriver() else { return };
+    let _g = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = braft::access::new_token();
+    let file = dir.path().join("auth.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[token]]\nname = \"ops\"\nrole = \"write\"\nsha256 = \"{}\"\n",
+            braft::access::token_hash(&token)
+        ),
+    )
+    .unwrap();
+    AUTH_FILE.set(file).unwrap();
+    let c = Cluster::start(1, |cfg| cfg.auth_file = AUTH_FILE.get().cloned()).await;
+    c.wait_leader(LIMIT).await;
+    let b = browser(driver.1).await;
+    b.goto(&c.url(0, "/ui")).await.unwrap();
+
+    // The prompt appears on the first 401.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let text = loop {
+        match b.get_alert_text().await {
+            Ok(t) => break t,
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("the page never asked for a token: {e}"),
+        }
+    };
+    assert!(text.contains("requires a token"), "{text}");
+    b.send_alert_text(&token).await.unwrap();
+    b.accept_alert().await.unwrap();
+
+    wait_css(&b, "body[data-ready='1']").await;
+    let kept = b
+        .execute("return sessionStorage.getItem('braft.token')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept.as_str(), Some(token.as_str()));
+    b.find(Locator::Id("kv-key"))
+        .await
+        .unwrap()
+        .send_keys("ui/with-token")
+        .await
+        .unwrap();
+    b.find(Locator::Id("kv-value"))
+        .await
+        .unwrap()
+        .send_keys("allowed")
+        .await
+        .unwrap();
+    b.find(Locator::Id("kv-put")).await.unwrap().click().await.unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let text = b.find(Locator::Id("kv-result")).await.unwrap().text().await.unwrap();
+        if text.contains("version") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no put result: '{text}'");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without the token the API refuses; with it, the value is there.
+    let r = c.client.get(c.url(0, "/v1/kv/ui/with-token")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .client
+        .get(c.url(0, "/v1/kv/ui/with-token"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "allowed");
     b.close().await.unwrap();
     c.shutdown().await;
 }
