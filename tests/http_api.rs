@@ -289,22 +289,27 @@ async fn raft_status_reports_unreachable_members() {
     c.shutdown().await;
 }
 
-/// A client that sends a whole oversized body before reading anything (no
-/// `Expect: 100-continue`, as Python's urllib does) still reads the 413 JSON error
+/// A client that sends a whole body before reading anything (no
+/// `Expect: 100-continue`, as Python's urllib does) still reads the JSON error when
+/// the node answers early — a value over the limit (413), a bad parameter (400) —
 /// rather than a broken pipe or a reset, with a declared length and with a chunked body
 /// alike; and the same connection's next request is served (keep-alive survives).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_body_sent_whole_still_gets_the_413() {
+async fn an_early_answer_reaches_a_client_that_sent_its_whole_body_first() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _g = serial().await;
     let c = Cluster::start(1, |_| {}).await;
     c.wait_leader(LIMIT).await;
     let body = vec![b'v'; 2 << 20];
-    for chunked in [false, true] {
+    let cases = [
+        ("/v1/kv/big", "413", "value_too_large"),
+        ("/v1/kv/small?bogus=1", "400", "bad_parameter"),
+    ];
+    for (chunked, (path, status, code)) in [false, true].into_iter().flat_map(|c| cases.map(|k| (c, k))) {
         let mut s = tokio::net::TcpStream::connect(c.members[0].http).await.unwrap();
         let mut req = Vec::new();
         if chunked {
-            req.extend(b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+            req.extend(format!("PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes());
             for part in body.chunks(64 << 10) {
                 req.extend(format!("{:x}\r\n", part.len()).as_bytes());
                 req.extend(part);
@@ -314,7 +319,7 @@ async fn an_oversized_body_sent_whole_still_gets_the_413() {
         } else {
             req.extend(
                 format!(
-                    "PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                    "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
                     body.len()
                 )
                 .as_bytes(),
@@ -329,8 +334,11 @@ async fn an_oversized_body_sent_whole_still_gets_the_413() {
             .expect("answered in time")
             .expect("no reset");
         let text = String::from_utf8_lossy(&resp);
-        assert!(text.starts_with("HTTP/1.1 413"), "chunked={chunked}: {text}");
-        assert!(text.contains("\"code\":\"value_too_large\""), "{text}");
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "chunked={chunked} {path}: {text}"
+        );
+        assert!(text.contains(&format!("\"code\":\"{code}\"")), "{text}");
         assert!(
             text.contains("\"status\":\"ok\""),
             "the next request on the connection: {text}"

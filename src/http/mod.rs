@@ -21,6 +21,7 @@ mod backup;
 mod cluster;
 mod compat;
 mod distribute;
+mod drain;
 mod guard;
 mod kv;
 pub(crate) mod limit;
@@ -319,6 +320,7 @@ pub(crate) async fn serve(
         .merge(crate::grpc::public_routes(&node))
         .layer(axum::middleware::from_fn_with_state(node.clone(), guard::guard))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(drain::drain_unread))
         .layer(axum::middleware::from_fn_with_state(requests, limit::limit));
     let c = node.config();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -386,19 +388,9 @@ fn parse_consistency(q: &Params) -> ApiResult<Consistency> {
     }
 }
 
-/// How much of an oversized body is read and thrown away, and for how long, so that
-/// the client finishes sending and reads the 413. Beyond either bound the connection
-/// is closed after the answer, as before.
-const DRAIN_BYTES: usize = 64 << 20;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Reads the body, enforcing BRAFT_MAX_VALUE_BYTES with a JSON 413.
-///
-/// An oversized body is drained (up to [`DRAIN_BYTES`] and [`DRAIN_TIME`]) before the
-/// answer. Refusing at once from Content-Length and closing, as `to_bytes` with a
-/// limit does, breaks clients that send the whole body before reading (no
-/// `Expect: 100-continue`, Python's urllib for one): they get a broken pipe or a reset
-/// instead of the 413.
+/// Reads the body, enforcing BRAFT_MAX_VALUE_BYTES with a JSON 413. A body declared
+/// too large is refused before any of it is read; what is left unread is drained
+/// before the answer goes out (see `drain`).
 async fn read_value(node: &Node, body: Body) -> ApiResult<Bytes> {
     use futures::StreamExt;
     let max = node.config().max_value_bytes;
@@ -412,37 +404,19 @@ async fn read_value(node: &Node, body: Body) -> ApiResult<Bytes> {
     };
     let bad = |e: axum::Error| ApiError::bad("bad_body", format!("cannot read body: {e}"));
     let declared = axum::body::HttpBody::size_hint(&body).exact();
-    let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > max as u64) {
-        drain(stream, 0).await;
         return Err(too_large(declared));
     }
+    let mut stream = body.into_data_stream();
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(bad)?;
         if buf.len() + chunk.len() > max {
-            let seen = buf.len() + chunk.len();
-            drop(buf);
-            drain(stream, seen).await;
             return Err(too_large(None));
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
-}
-
-/// Reads and discards the rest of a body, within the bounds.
-async fn drain(mut stream: axum::body::BodyDataStream, mut seen: usize) {
-    use futures::StreamExt;
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while seen <= DRAIN_BYTES {
-            match stream.next().await {
-                Some(Ok(chunk)) => seen += chunk.len(),
-                _ => return,
-            }
-        }
-    })
-    .await;
 }
 
 async fn raft_status(State(node): State<Node>) -> Response {
