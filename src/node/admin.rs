@@ -59,6 +59,7 @@ pub struct Member {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Members {
+    /// The leader as the answering node knows it; 0 when none is known.
     #[serde(with = "id_string")]
     pub leader: NodeId,
     pub term: u64,
@@ -136,8 +137,12 @@ impl Node {
                 }
             })
             .collect();
+        // This node's view of the leader, with the term it goes with. (The report's
+        // reporter is 0 until a new leader's first autopilot round; answering that
+        // made `"leader": "0"` show right after formation.)
+        let leader = st.leader.filter(|l| *l != 0).unwrap_or(report.reporter);
         Ok(Members {
-            leader: report.reporter,
+            leader,
             term: st.term,
             members,
         })
