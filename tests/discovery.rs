@@ -356,6 +356,53 @@ fn mdns_test_config(c: &mut braft::Config) {
     c.bootstrap_expect = None; // the default for mDNS: 3
 }
 
+/// Certificates for the mDNS-with-TLS test (a `Cluster` tweak is a plain `fn`).
+static PEER_CERTS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+
+fn mdns_peer_tls_config(c: &mut braft::Config) {
+    test_config(c);
+    c.discovery = Method::Mdns(Some(format!("_bs{}._tcp", std::process::id() % 1_000_000)));
+    c.bootstrap_expect = None;
+    let certs = PEER_CERTS.get().expect("certificates made").path();
+    c.peer_cert_file = Some(certs.join("node-1.pem"));
+    c.peer_key_file = Some(certs.join("node-1-key.pem"));
+    c.peer_ca_file = Some(certs.join("ca.pem"));
+}
+
+/// mDNS with peer TLS on: nodes announced and found by mDNS form one cluster over
+/// mutual TLS (each peer checked against the CA, whatever address it was found at).
+#[tokio::test]
+async fn three_nodes_form_one_cluster_by_mdns_over_peer_tls() {
+    let _g = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = common::run_braft(
+        &["cert", "init", "--dir", dir.path().to_str().unwrap(), "--nodes", "1"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    PEER_CERTS.set(dir).unwrap();
+    let c = Cluster::start(3, mdns_peer_tls_config).await;
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    assert_eq!(c.node(leader).raft_status().voters.len(), 3);
+    c.put_ok(0, "found", "by-mdns-over-tls").await;
+    assert_eq!(
+        c.get(2, "found", "linearizable").await.as_deref(),
+        Some("by-mdns-over-tls")
+    );
+    // The peer port speaks TLS only: a plaintext gRPC client gets nowhere.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", c.members[0].rpc))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        let mut peer = braft::pb::raft_client::RaftClient::new(ch);
+        assert!(peer.get_details(braft::pb::GetDetailsRequest {}).await.is_err());
+    }
+    c.shutdown().await;
+}
+
 /// Three nodes that know nothing of each other find each other by mDNS on loopback and
 /// form exactly one cluster; `/raft` shows the method and each node's discovered peers.
 #[tokio::test]
