@@ -483,7 +483,7 @@ async fn members(client: &Client, out: Output) -> Result<(), Failed> {
 }
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise.
-fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
+pub(crate) fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }

@@ -4,6 +4,7 @@
 //! restore` builds a data directory from a backup, and `braft cert` makes development
 //! certificates.
 
+mod bench;
 mod cert;
 mod ctl;
 mod demo;
@@ -49,6 +50,9 @@ enum Cmd {
     Token(TokenCmd),
     /// Operate a cluster: status, members, leadership, snapshots, backups, keys.
     Ctl(ctl::Ctl),
+    /// A closed-loop load generator: puts and gets over gRPC or HTTP, with latency
+    /// percentiles.
+    Bench(bench::Bench),
     /// Build a new data directory from a backup (`braft ctl backup`, `GET /v1/snapshot`),
     /// offline. It starts a new one-node cluster holding that state; others then join.
     /// The directory is `--data-dir`, the id `--node-id` (else random), and the node's
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         Some(Cmd::Cert(cmd)) => return cert::run(cmd),
         Some(Cmd::Token(TokenCmd::New { ref name, role })) => return token_new(name, role),
         Some(Cmd::Ctl(ctl)) => return ctl::run(ctl),
+        Some(Cmd::Bench(b)) => return bench::run(b),
         Some(Cmd::Restore { ref from }) => Some(from.clone()),
         _ => None,
     };

@@ -418,3 +418,74 @@ async fn backup_restore_ten_thousand_keys() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `braft bench` drives a cluster with puts over gRPC, then linearizable gets spread
+/// over every node, then a 90/10 mix over HTTP: every request is answered, and the
+/// JSON line says so. The keys it put are there afterwards. Bad usage exits 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_puts_and_gets_and_reports_every_request() {
+    let _g = serial().await;
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(LIMIT).await;
+    let lead = c.members[leader].http.to_string();
+    let all: Vec<String> = c.members.iter().map(|m| m.rpc.to_string()).collect();
+    let all = all.join(",");
+    let runs = [
+        vec!["--endpoints", &lead, "-n", "300", "-c", "8", "--label", "puts"],
+        vec![
+            "--endpoints",
+            &all,
+            "--spread",
+            "--mode",
+            "get",
+            "--keyspace",
+            "20",
+            "-n",
+            "300",
+            "-c",
+            "8",
+        ],
+        vec![
+            "--endpoints",
+            &lead,
+            "--target",
+            "http",
+            "--mode",
+            "mixed",
+            "--keyspace",
+            "20",
+            "-n",
+            "200",
+        ],
+    ];
+    for args in runs {
+        let mut all_args = vec!["bench", "-o", "json"];
+        all_args.extend(args.iter().copied());
+        let r = braft(&all_args).await;
+        ok(&r);
+        let v = r.json();
+        let n: u64 = args[args.iter().position(|a| *a == "-n").unwrap() + 1].parse().unwrap();
+        assert_eq!(v["ok"], n, "{v}");
+        assert_eq!(v["errors"], 0, "{v}");
+        assert!(v["ops_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["p50_ms"].as_f64().unwrap() <= v["p99_ms"].as_f64().unwrap(), "{v}");
+    }
+    let listed: serde_json::Value = c
+        .client
+        .get(c.url(leader, "/v1/kv?prefix=bench/r"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed.to_string().contains("bench/r19"),
+        "the get keyspace was loaded: {listed}"
+    );
+    let r = braft(&["bench", "-n", "0"]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    let r = braft(&["bench", "--consistency", "eventual"]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    c.shutdown().await;
+}
