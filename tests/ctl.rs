@@ -470,15 +470,7 @@ async fn bench_puts_and_gets_and_reports_every_request() {
         assert!(v["ops_per_sec"].as_f64().unwrap() > 0.0, "{v}");
         assert!(v["p50_ms"].as_f64().unwrap() <= v["p99_ms"].as_f64().unwrap(), "{v}");
     }
-    let listed: serde_json::Value = c
-        .client
-        .get(c.url(leader, "/v1/kv?prefix=bench/r"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = c.get_json(leader, "/v1/kv?prefix=bench/r").await;
     assert!(
         listed.to_string().contains("bench/r19"),
         "the get keyspace was loaded: {listed}"

@@ -90,6 +90,32 @@ async fn wait_css(b: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("'{css}' never appeared: {e}"));
 }
 
+/// Puts a key through the page's KV browser and waits for its answer (a version).
+async fn put_in_kv_browser(b: &Client, key: &str, value: &str) {
+    b.find(Locator::Id("kv-key"))
+        .await
+        .unwrap()
+        .send_keys(key)
+        .await
+        .unwrap();
+    b.find(Locator::Id("kv-value"))
+        .await
+        .unwrap()
+        .send_keys(value)
+        .await
+        .unwrap();
+    b.find(Locator::Id("kv-put")).await.unwrap().click().await.unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let text = b.find(Locator::Id("kv-result")).await.unwrap().text().await.unwrap();
+        if text.contains("version") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no put result: '{text}'");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// An operator opens the dashboard on a follower: three members, the leader marked.
 /// They put a key through the KV browser and the API reads it back. A node stops, and
 /// its row turns unhealthy within the health window.
@@ -128,28 +154,7 @@ async fn dashboard_in_a_real_browser() {
     assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
 
     // The KV browser writes through the API.
-    b.find(Locator::Id("kv-key"))
-        .await
-        .unwrap()
-        .send_keys("ui/greeting")
-        .await
-        .unwrap();
-    b.find(Locator::Id("kv-value"))
-        .await
-        .unwrap()
-        .send_keys("hello from the browser")
-        .await
-        .unwrap();
-    b.find(Locator::Id("kv-put")).await.unwrap().click().await.unwrap();
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let text = b.find(Locator::Id("kv-result")).await.unwrap().text().await.unwrap();
-        if text.contains("version") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no put result: '{text}'");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    put_in_kv_browser(&b, "ui/greeting", "hello from the browser").await;
     assert_eq!(
         c.get(leader, "ui/greeting", "linearizable").await.as_deref(),
         Some("hello from the browser")
@@ -220,28 +225,7 @@ async fn the_dashboard_asks_for_a_token_and_keeps_it_for_the_tab() {
         .await
         .unwrap();
     assert_eq!(kept.as_str(), Some(token.as_str()));
-    b.find(Locator::Id("kv-key"))
-        .await
-        .unwrap()
-        .send_keys("ui/with-token")
-        .await
-        .unwrap();
-    b.find(Locator::Id("kv-value"))
-        .await
-        .unwrap()
-        .send_keys("allowed")
-        .await
-        .unwrap();
-    b.find(Locator::Id("kv-put")).await.unwrap().click().await.unwrap();
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let text = b.find(Locator::Id("kv-result")).await.unwrap().text().await.unwrap();
-        if text.contains("version") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no put result: '{text}'");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    put_in_kv_browser(&b, "ui/with-token", "allowed").await;
     // Without the token the API refuses; with it, the value is there.
     let r = c.client.get(c.url(0, "/v1/kv/ui/with-token")).send().await.unwrap();
     assert_eq!(r.status(), 401);
