@@ -35,7 +35,7 @@ impl Node {
     /// other members' (the first that names a leader other than this node).
     pub(super) async fn read_leader(&self) -> (Option<NodeId>, Option<Peer>) {
         let local = self.inner.consensus.leader();
-        if self.inner.disk.full().is_none() {
+        if !self.inner.disk.is_full() {
             return local;
         }
         let st = self.status();

@@ -55,7 +55,7 @@ fn live(node: &Node) -> Live {
     Live {
         has_leader: st.leader.is_some(),
         is_leader: st.is_leader(),
-        disk_full: node.inner.disk.full().is_some(),
+        disk_full: node.inner.disk.is_full(),
         term: st.term,
         commit_index: st.commit_index,
         applied_index: st.applied_index,

@@ -1041,7 +1041,7 @@ impl Node {
         let ForwardRequest::Write { service, payload, .. } = req else {
             return ForwardReply::Fatal("expected a write".into());
         };
-        if self.inner.disk.full().is_some() {
+        if self.inner.disk.is_full() {
             // This leader is handing over (`disk`): the caller retries with the next.
             return ForwardReply::NotLeader { leader: None };
         }

@@ -420,7 +420,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
         // A scheduled snapshot waits while the disk is full; the log keeps the entries.
-        if !force && self.shared.disk.full().is_some() {
+        if !force && self.shared.disk.is_full() {
             return None;
         }
         Some(self.get_snapshot_builder().await)

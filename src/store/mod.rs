@@ -73,25 +73,40 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
 /// Whether this node's data directory is out of space, shared between the log writer
 /// (which sets it when a write fails for want of space, and clears it when a retry
 /// succeeds) and the node (which refuses writes and gives up leadership meanwhile).
+///
+/// Read on every request and cleared after every log write, so the common answer
+/// ("not full") is one atomic load; the reason sits behind a lock, read only when full.
 #[derive(Debug, Clone, Default)]
-pub struct DiskHealth(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+pub struct DiskHealth(std::sync::Arc<DiskState>);
+
+#[derive(Debug, Default)]
+struct DiskState {
+    full: std::sync::atomic::AtomicBool,
+    why: std::sync::Mutex<String>,
+}
 
 impl DiskHealth {
     /// Marks the disk full, with the error that showed it. Returns whether it was not
     /// already.
     pub fn set_full(&self, why: String) -> bool {
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.replace(why).is_none()
+        *self.0.why.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        !self.0.full.swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Marks the disk usable again. Returns whether it was full.
     pub fn clear(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+        self.is_full() && self.0.full.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the disk is full (one atomic load).
+    pub fn is_full(&self) -> bool {
+        self.0.full.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Why the disk is full, or `None` when it is not.
     pub fn full(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.is_full()
+            .then(|| self.0.why.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 
