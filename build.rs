@@ -1,10 +1,12 @@
 //! Generates the gRPC code from `proto/braft.proto` with protox (pure Rust), so that
 //! building braft needs no `protoc`. The encoded descriptor set is written beside it
-//! for gRPC server reflection.
+//! for gRPC server reflection. `proto/etcd_kv.proto` (a client for etcd's KV API, used
+//! only by `braft bench --target etcd`) is generated the same way, client only.
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/braft.proto");
+    println!("cargo:rerun-if-changed=proto/etcd_kv.proto");
     let fds = protox::compile(["proto/braft.proto"], ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("braft_descriptor.bin"), fds.encode_to_vec())?;
@@ -12,6 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(protox::compile(["proto/etcd_kv.proto"], ["proto"])?)?;
 
     // Build info shown by `GET /raft` (braft's appVersion/gitCommit/buildTime).
     let commit = std::process::Command::new("git")

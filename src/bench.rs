@@ -5,8 +5,9 @@
 //! latency percentiles (exact: every latency is kept and sorted), as a table or as one
 //! JSON line.
 //!
-//! Targets: braft's gRPC `Kv` service (`grpc`, the native client path) and its HTTP API
-//! (`http`, `/v1/kv`). Workloads: puts of unique keys, gets (linearizable, lease or
+//! Targets: braft's gRPC `Kv` service (`grpc`, the native client path), its HTTP API
+//! (`http`, `/v1/kv`), and etcd's native gRPC KV API (`etcd`: `KV.Put` and `KV.Range`),
+//! so that etcd and braft are measured by the same client code. Workloads: puts of unique keys, gets (linearizable, lease or
 //! stale) over a keyspace loaded first, or a mix. With several endpoints, `--spread`
 //! sends to all of them in turn; otherwise everything goes to the first (the leader,
 //! when that is the one given first).
@@ -19,12 +20,15 @@ use std::time::{Duration, Instant};
 
 use braft::pb;
 
+mod etcd;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Bench {
-    /// Comma-separated `host:port` endpoints (gRPC: RPORT or HPORT; http: HPORT).
+    /// Comma-separated `host:port` endpoints (gRPC: RPORT or HPORT; http: HPORT; etcd:
+    /// its client URLs).
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:15002")]
     endpoints: Vec<String>,
-    /// `grpc` (braft.v1.Kv) or `http` (/v1/kv).
+    /// `grpc` (braft.v1.Kv), `http` (/v1/kv) or `etcd` (etcdserverpb.KV).
     #[arg(long, default_value = "grpc")]
     target: Target,
     /// `put`, `get`, or `mixed` (see --read-percent).
@@ -33,7 +37,8 @@ pub struct Bench {
     /// For `mixed`: the share of gets, in percent.
     #[arg(long, default_value_t = 90)]
     read_percent: u32,
-    /// Read consistency: linearizable, lease or stale.
+    /// Read consistency: linearizable, lease or stale. etcd has no lease reads: lease and
+    /// stale both send its serializable (member-local) Range.
     #[arg(long, default_value = "linearizable")]
     consistency: String,
     /// Concurrent requesters.
@@ -72,6 +77,7 @@ pub struct Bench {
 enum Target {
     Grpc,
     Http,
+    Etcd,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +92,7 @@ enum Mode {
 enum Conn {
     Grpc(pb::kv_client::KvClient<tonic::transport::Channel>),
     Http { client: reqwest::Client, base: String },
+    Etcd(etcd::kv_client::KvClient<tonic::transport::Channel>),
 }
 
 impl Conn {
@@ -94,6 +101,15 @@ impl Conn {
             Conn::Grpc(c) => c
                 .put(pb::PutRequest {
                     key,
+                    value,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.message().to_string()),
+            Conn::Etcd(c) => c
+                .put(etcd::PutRequest {
+                    key: key.into_bytes(),
                     value,
                     ..Default::default()
                 })
@@ -132,6 +148,22 @@ impl Conn {
                 .map(|r| r.into_inner().value.len())
                 .map_err(|s| s.message().to_string())
             }
+            Conn::Etcd(c) => {
+                let r = c
+                    .range(etcd::RangeRequest {
+                        key: key.into_bytes(),
+                        serializable: consistency != "linearizable",
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| s.message().to_string())?;
+                // A read of a key the run loaded must find it: an empty answer is an
+                // error, not a fast read.
+                match r.into_inner().kvs.first() {
+                    Some(kv) => Ok(kv.value.len()),
+                    None => Err("etcd: key not found".into()),
+                }
+            }
             Conn::Http { client, base } => {
                 let r = client
                     .get(format!("{base}/v1/kv/{key}?consistency={consistency}"))
@@ -153,18 +185,23 @@ async fn connect(b: &Bench, endpoint: &str) -> Result<Conn, String> {
     } else {
         format!("http://{endpoint}")
     };
+    let channel = || async {
+        tonic::transport::Endpoint::from_shared(base.clone())
+            .map_err(|e| format!("{endpoint}: {e}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("{endpoint}: {e}"))
+    };
     match b.target {
-        Target::Grpc => {
-            let ch = tonic::transport::Endpoint::from_shared(base.clone())
-                .map_err(|e| format!("{endpoint}: {e}"))?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| format!("{endpoint}: {e}"))?;
-            Ok(Conn::Grpc(
-                pb::kv_client::KvClient::new(ch).max_decoding_message_size(usize::MAX),
-            ))
-        }
+        Target::Grpc => Ok(Conn::Grpc(
+            pb::kv_client::KvClient::new(channel().await?).max_decoding_message_size(usize::MAX),
+        )),
+        Target::Etcd => Ok(Conn::Etcd(
+            etcd::kv_client::KvClient::new(channel().await?)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )),
         Target::Http => {
             let client = reqwest::Client::builder()
                 .tcp_nodelay(true)
@@ -344,6 +381,7 @@ fn print_report(b: &Bench, r: &Report) {
     let target = match b.target {
         Target::Grpc => "grpc",
         Target::Http => "http",
+        Target::Etcd => "etcd",
     };
     if b.output == "json" {
         let v = serde_json::json!({

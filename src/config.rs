@@ -240,6 +240,9 @@ pub struct Config {
     pub sleep_ms: u64,
     /// Log entry encoding (`BRAFT_CODEC`): msgpack or json.
     pub codec: Codec,
+    /// The on-disk log for a new data directory (`BRAFT_LOG_ENGINE`): wal or redb. A
+    /// directory that already holds a log keeps its engine.
+    pub log_engine: crate::store::LogEngine,
     /// The shared secret peers present on every peer RPC (`BRAFT_CLUSTER_TOKEN`); `None`
     /// leaves peer RPCs open.
     pub cluster_token: Option<String>,
@@ -342,6 +345,7 @@ impl Default for Config {
             watch_history_bytes: 64 << 20,
             sleep_ms: 0,
             codec: Codec::MsgPack,
+            log_engine: crate::store::LogEngine::default(),
             cluster_token: None,
             cert_file: None,
             key_file: None,
@@ -897,6 +901,16 @@ pub const SETTINGS: &[Setting] = &[
         help: "log entry encoding: msgpack (default) or json",
         apply: |c, v| {
             c.codec = v.parse()?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "log_engine",
+        env: "BRAFT_LOG_ENGINE",
+        alias: None,
+        help: "the log on disk for a new data directory: wal (default) or redb; an existing log keeps its own",
+        apply: |c, v| {
+            c.log_engine = v.parse()?;
             Ok(())
         },
     },

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::raft::{wire, LogId, NodeId, Peer, Vote};
-use crate::store::{FileSnapshotStore, LogStore, MetaKey, RedbLogStore, SnapshotStore};
+use crate::store::{FileSnapshotStore, MetaKey, SnapshotStore};
 
 /// What a restore produced.
 #[derive(Debug, Clone)]
@@ -108,7 +108,9 @@ fn write_dir(dir: &Path, id: NodeId, info: &crate::raft::sm::BackupInfo, snapsho
     let at: LogId = info.last_log_id;
     let snapshots = FileSnapshotStore::new(dir.join("snapshots"))?;
     snapshots.save(at.index, snapshot)?;
-    let log = RedbLogStore::open(&dir.join("raft-log.redb")).map_err(std::io::Error::from)?;
+    let log = crate::store::LogEngine::default()
+        .open(dir)
+        .map_err(std::io::Error::from)?;
     log.put_meta(MetaKey::LastPurged, &enc(&at)?)
         .map_err(std::io::Error::from)?;
     log.put_meta(MetaKey::Committed, &enc(&Some(at))?)

@@ -481,3 +481,106 @@ async fn bench_puts_and_gets_and_reports_every_request() {
     assert_eq!(r.code, Some(2), "{r:?}");
     c.shutdown().await;
 }
+
+/// A real etcd (Debian's `etcd-server`, which scripts/test.sh installs as root and then
+/// requires through BRAFT_REQUIRE_ETCD=1) answers `braft bench --target etcd`: puts, then
+/// linearizable and serializable gets of the keys it loaded. etcd's own `etcdctl` then
+/// finds every key the bench wrote, with the value it sent: our copy of etcd's message
+/// shapes is the one etcd speaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_drives_a_real_etcd_through_its_native_api() {
+    if !common::lab::have("etcd") || !common::lab::have("etcdctl") {
+        assert!(
+            std::env::var_os("BRAFT_REQUIRE_ETCD").is_none(),
+            "BRAFT_REQUIRE_ETCD is set but etcd or etcdctl is missing"
+        );
+        eprintln!("skipping: no etcd (apt-get install etcd-server etcd-client)");
+        return;
+    }
+    let _g = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let etcd = Command::new("etcd")
+        .args(["--name", "solo", "--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("solo={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _etcd = Kill(etcd);
+    let etcdctl = |args: &[&str]| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &client_url, "--command-timeout=2s"])
+            .args(args)
+            .output()
+            .expect("run etcdctl")
+    };
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !etcdctl(&["endpoint", "health"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "etcd never became healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let ep = format!("127.0.0.1:{client}");
+    let common = ["bench", "-o", "json", "--target", "etcd", "--endpoints", &ep];
+    let runs: [&[&str]; 3] = [
+        &["--prefix", "t/", "-n", "200", "-c", "4", "--value-size", "100"],
+        &["--prefix", "t/", "--mode", "get", "--keyspace", "20", "-n", "200"],
+        &[
+            "--prefix",
+            "u/",
+            "--mode",
+            "get",
+            "--keyspace",
+            "5",
+            "--consistency",
+            "stale",
+            "-n",
+            "50",
+        ],
+    ];
+    for args in runs {
+        let r = braft(&[&common[..], args].concat()).await;
+        ok(&r);
+        let v = r.json();
+        let n: u64 = args[args.iter().position(|a| *a == "-n").unwrap() + 1].parse().unwrap();
+        assert_eq!((v["ok"].as_u64(), v["errors"].as_u64()), (Some(n), Some(0)), "{v}");
+        assert_eq!(v["target"], "etcd", "{v}");
+    }
+    // 200 unique puts and 20 loaded keys under t/, 5 loaded keys under u/.
+    let count = |prefix: &str| {
+        let out = etcdctl(&["get", "--prefix", prefix, "--keys-only"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+    };
+    assert_eq!(count("t/"), 220);
+    assert_eq!(count("u/"), 5);
+    let value = etcdctl(&["get", "t/r7", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&value.stdout).trim(), "v".repeat(64));
+}

@@ -142,10 +142,11 @@ fn wait_exit(lab: &mut common::lab::Lab, i: usize) -> std::process::ExitStatus {
 }
 
 /// A member's data directory is damaged while it is down: first a bit flipped in its
-/// newest snapshot, then its log database cut short. Each time it refuses to start,
-/// naming the file, rather than serve less than was acknowledged. Following the
-/// README's recovery (remove the data directory, start again), it rejoins as a new
-/// member and serves every key.
+/// newest snapshot, then its log cut short (the redb engine), and, in its next life on
+/// the default WAL engine, a record in the middle of the log damaged. Each time it
+/// refuses to start, naming the file, rather than serve less than was acknowledged.
+/// Following the README's recovery (remove the data directory, start again), it rejoins
+/// as a new member and serves every key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_data_directory_stops_the_node_and_a_fresh_one_rejoins() {
     use common::lab::Lab;
@@ -158,9 +159,12 @@ async fn a_damaged_data_directory_stops_the_node_and_a_fresh_one_rejoins() {
         ("BRAFT_DISCOVERY", disc.clone()),
         ("BRAFT_SNAPSHOT_LOGS", "5".to_string()),
     ];
-    for i in 1..=3 {
+    for i in 1..=2 {
         lab.start(i, &env);
     }
+    let mut redb_env = env.to_vec();
+    redb_env.push(("BRAFT_LOG_ENGINE", "redb".to_string()));
+    lab.start(3, &redb_env);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -240,6 +244,68 @@ async fn a_damaged_data_directory_stops_the_node_and_a_fresh_one_rejoins() {
     // The recovery: a fresh data directory; the node joins as a new member.
     lab.wipe(3, 1);
     lab.start(3, &env);
+    serves_every_key(&lab, &http).await;
+
+    // Now on the WAL, with more entries in it than the snapshot it joined by: a payload
+    // byte flipped in a record with whole records after it.
+    for k in 30..40 {
+        let r = http
+            .put(lab.url(1, &format!("/v1/kv/k{k}")))
+            .body(format!("v{k}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let deadline = Instant::now() + LIMIT;
+    while !http
+        .get(lab.url(3, "/v1/kv/k39?consistency=stale"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "node 3 never applied k39\n{}", lab.logs(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lab.kill(3);
+    let wal = lab.dir.path().join("n3-g1").join("raft-wal");
+    let segment = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a WAL segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // The segment format (src/store/wal.rs): an 8-byte magic, then records of
+    // crc32 | len (u32 LE) | kind | index (u64) | payload.
+    let mut records = Vec::new();
+    let mut at = 8;
+    while at + 17 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        records.push((at + 17, len));
+        at += 17 + len;
+    }
+    assert!(records.len() > 4, "the WAL holds records: {}", records.len());
+    let (payload, len) = records[records.len() / 2];
+    bytes[payload + len / 2] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    lab.start(3, &env);
+    let status = wait_exit(&mut lab, 3);
+    assert!(!status.success());
+    let log = std::fs::read_to_string(lab.dir.path().join("n3.log")).unwrap();
+    assert!(
+        log.contains(&format!("{}: the log is corrupt", segment.display()))
+            && log.contains("remove this data directory"),
+        "the error names the segment and the way out:\n{}",
+        lab.logs(5)
+    );
+    lab.wait_exit(3);
+    lab.wipe(3, 2);
+    lab.start(3, &env);
+    serves_every_key(&lab, &http).await;
+}
+
+/// Node 3 serves k0..k29 (with their values) from its own state, within the limit.
+async fn serves_every_key(lab: &common::lab::Lab, http: &reqwest::Client) {
     let deadline = Instant::now() + LIMIT;
     for k in 0..30 {
         loop {

@@ -52,7 +52,7 @@ use crate::raft::network::ChannelPool;
 use crate::raft::sm::{SharedState, StateHash, StateMachine};
 use crate::raft::{wire, NodeId, Peer, Request, Response};
 use crate::service::{Registry, Service, ServiceError};
-use crate::store::{FileSnapshotStore, LogStore, RedbLogStore, SnapshotStore};
+use crate::store::{FileSnapshotStore, LogEngine, LogStore, SnapshotStore};
 
 /// Backoff between retries of a request that found no usable leader.
 const RETRY_MIN: Duration = Duration::from_millis(10);
@@ -273,7 +273,7 @@ impl NodeBuilder {
 
         let log_store: Arc<dyn LogStore> = match self.log_store {
             Some(s) => s,
-            None => Arc::new(open_log(&data_dir).await?),
+            None => open_log(&data_dir, config.log_engine).await?,
         };
         let snapshots: Arc<dyn SnapshotStore> = match self.snapshot_store {
             Some(s) => s,
@@ -455,14 +455,16 @@ impl Node {
     }
 }
 
-/// Opens the redb log. The file lock may still be held for a moment by a node of this
-/// same process that is shutting down (its Raft tasks drop the store last), so a locked
-/// database is retried briefly before giving up with a clear error.
-async fn open_log(data_dir: &std::path::Path) -> Result<RedbLogStore, Error> {
-    let path = data_dir.join("raft-log.redb");
+/// Opens the log: the engine the data directory already holds, else `engine`. The
+/// lock may still be held for a moment by a node of this same process that is shutting
+/// down (its Raft tasks drop the store last), so a locked log is retried briefly
+/// before giving up with a clear error.
+async fn open_log(data_dir: &std::path::Path, engine: LogEngine) -> Result<Arc<dyn LogStore>, Error> {
+    let engine = LogEngine::found_in(data_dir).unwrap_or(engine);
+    let path = data_dir.join(engine.file_name());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match RedbLogStore::open(&path) {
+        match engine.open(data_dir) {
             Ok(s) => return Ok(s),
             Err(e) if e.to_string().contains("already open") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -471,7 +473,7 @@ async fn open_log(data_dir: &std::path::Path) -> Result<RedbLogStore, Error> {
                 let text = e.to_string();
                 let hint = if text.contains("already open") {
                     " (is another node using this data directory?)"
-                } else if text.contains("corrupt") || text.contains("length") {
+                } else if text.contains("corrupt") || text.contains("length") || text.contains("skips") {
                     // Serving from a damaged log would serve less than was acknowledged.
                     " (the file is damaged: if the other members are healthy, remove this data directory and let the node rejoin; see the README)"
                 } else {

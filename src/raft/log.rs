@@ -527,22 +527,24 @@ mod tests {
     use crate::raft::sm::StateMachine;
     use crate::raft::TypeConfig;
     use crate::service::Registry;
-    use crate::store::{MemLogStore, MemSnapshotStore, RedbLogStore};
+    use crate::store::{LogEngine, MemLogStore, MemSnapshotStore};
 
+    /// `None`: the in-memory twin; else that engine on disk.
     struct Builder {
-        redb: bool,
+        engine: Option<LogEngine>,
     }
 
     impl StoreBuilder<TypeConfig, LogAdapter, StateMachine, Option<tempfile::TempDir>> for Builder {
         async fn build(
             &self,
         ) -> Result<(Option<tempfile::TempDir>, LogAdapter, StateMachine), StorageError<TypeConfig>> {
-            let (dir, store): (_, Arc<dyn crate::store::LogStore>) = if self.redb {
-                let dir = tempfile::tempdir().unwrap();
-                let s = RedbLogStore::open(&dir.path().join("log.redb")).unwrap();
-                (Some(dir), Arc::new(s))
-            } else {
-                (None, Arc::new(MemLogStore::new()))
+            let (dir, store): (_, Arc<dyn crate::store::LogStore>) = match self.engine {
+                Some(engine) => {
+                    let dir = tempfile::tempdir().unwrap();
+                    let s = engine.open(dir.path()).unwrap();
+                    (Some(dir), s)
+                }
+                None => (None, Arc::new(MemLogStore::new())),
             };
             let log = LogAdapter::new(store).unwrap();
             let sm = StateMachine::open(
@@ -747,10 +749,19 @@ mod tests {
     }
 
     /// openraft's own storage test suite passes against the log adapter (with its writer
-    /// thread and pending overlay) over both log stores, and the routing state machine.
+    /// thread and pending overlay) over every log store, and the routing state machine.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn openraft_storage_suite_passes() {
-        Suite::test_all(Builder { redb: false }).await.unwrap();
-        Suite::test_all(Builder { redb: true }).await.unwrap();
+        Suite::test_all(Builder { engine: None }).await.unwrap();
+        Suite::test_all(Builder {
+            engine: Some(LogEngine::Redb),
+        })
+        .await
+        .unwrap();
+        Suite::test_all(Builder {
+            engine: Some(LogEngine::Wal),
+        })
+        .await
+        .unwrap();
     }
 }

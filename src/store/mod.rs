@@ -1,20 +1,76 @@
 //! The durable log and vote store behind Raft.
 //!
 //! [`LogStore`] is deliberately narrow — append, truncate, purge, read a range, and a few
-//! metadata cells — so that the engine under it can be swapped (redb today; a segmented WAL
-//! if profiling ever points there) without touching the consensus code. Entries are opaque
+//! metadata cells — so that the engine under it can be swapped without touching the
+//! consensus code. Entries are opaque
 //! bytes keyed by their log index: the store knows nothing about openraft's types.
 //!
-//! Two implementations ship: [`RedbLogStore`] on disk and [`MemLogStore`], its in-memory
-//! twin for tests. Both pass the same conformance suite (`tests` below).
+//! Three implementations ship: [`WalLogStore`] (a segmented write-ahead log) and
+//! [`RedbLogStore`] on disk, and [`MemLogStore`], their in-memory twin for tests. All
+//! pass the same conformance suite (`conformance` below).
 
 mod mem;
 mod redb;
 pub(crate) mod snapshot;
+mod wal;
 
 pub use self::mem::MemLogStore;
 pub use self::redb::RedbLogStore;
 pub use self::snapshot::{FileSnapshotStore, Incoming, MemSnapshotStore, SnapshotData, SnapshotStore, Staged};
+pub use self::wal::WalLogStore;
+
+/// Which on-disk [`LogStore`] a node uses (`BRAFT_LOG_ENGINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogEngine {
+    /// [`WalLogStore`] in `<data dir>/raft-wal`: one write and one fdatasync per batch.
+    #[default]
+    Wal,
+    /// [`RedbLogStore`] in `<data dir>/raft-log.redb`.
+    Redb,
+}
+
+impl std::str::FromStr for LogEngine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "wal" => Ok(LogEngine::Wal),
+            "redb" => Ok(LogEngine::Redb),
+            other => Err(format!("unknown log engine '{other}' (allowed: wal, redb)")),
+        }
+    }
+}
+
+impl LogEngine {
+    /// The engine a data directory already holds a log for, if any: an existing log
+    /// decides, whatever the setting says, so that changing the setting never starts a
+    /// node on an empty log beside its real one.
+    pub fn found_in(data_dir: &std::path::Path) -> Option<LogEngine> {
+        if data_dir.join(Self::Redb.file_name()).exists() {
+            Some(LogEngine::Redb)
+        } else if data_dir.join(Self::Wal.file_name()).exists() {
+            Some(LogEngine::Wal)
+        } else {
+            None
+        }
+    }
+
+    /// The file or directory the log lives in, inside the data directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            LogEngine::Wal => "raft-wal",
+            LogEngine::Redb => "raft-log.redb",
+        }
+    }
+
+    /// Opens (or creates) this engine's log in `data_dir`.
+    pub fn open(self, data_dir: &std::path::Path) -> Result<std::sync::Arc<dyn LogStore>, StoreError> {
+        let path = data_dir.join(self.file_name());
+        Ok(match self {
+            LogEngine::Wal => std::sync::Arc::new(WalLogStore::open(&path)?),
+            LogEngine::Redb => std::sync::Arc::new(RedbLogStore::open(&path)?),
+        })
+    }
+}
 
 /// A metadata cell kept beside the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
