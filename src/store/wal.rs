@@ -157,7 +157,13 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 impl WalLogStore {
     /// Opens the log in `dir`, creating the directory (and a first segment) if absent.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            // The new directory's own entry must survive a crash, or the log would.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
