@@ -332,3 +332,33 @@ async fn python_grpcio_discovers_kv_by_reflection_v1alpha() {
     );
     c.shutdown().await;
 }
+
+/// Raft RPCs name the member they are meant for, and a member answers only its own.
+/// (After a data directory is wiped, the node rejoins under a new id at the same
+/// address while the leader still replicates to the old id; openraft keeps progress per
+/// id, and one process answering for both made a leader panic on a "follower log
+/// reversion" in tests/disk.rs.) An append meant for another id is refused as
+/// unavailable, before it is even decoded; one meant for this member is decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_rpcs_meant_for_another_member_are_refused() {
+    let _g = serial().await;
+    let c = Cluster::start(1, |_| {}).await;
+    c.wait_leader(LIMIT).await;
+    let me = c.node(0).id();
+    let mut raft = pb::raft_client::RaftClient::new(c.grpc(0).await);
+    let append = |to: u64| {
+        let mut req = tonic::Request::new(pb::Opaque {
+            data: b"not an append".to_vec(),
+        });
+        req.metadata_mut().insert("x-braft-target", to.into());
+        req
+    };
+    let other = raft.append(append(me.wrapping_add(1))).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::Unavailable, "{other:?}");
+    assert!(other.message().contains("another member"), "{other:?}");
+    let mine = raft.append(append(me)).await.unwrap_err();
+    assert_ne!(mine.code(), tonic::Code::Unavailable, "decoded, not refused: {mine:?}");
+    // The cluster still serves.
+    c.put_ok(0, "after", "ok").await;
+    c.shutdown().await;
+}

@@ -171,9 +171,30 @@ struct PeerService {
     node: Node,
 }
 
+impl PeerService {
+    /// Refuses a Raft RPC meant for another member id (see
+    /// [`network::TARGET_HEADER`]): to the sender, the member it meant is unreachable
+    /// here, as a dead one is. A request without the header (a peer of an older
+    /// version) is served.
+    fn addressed_to_me<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(target) = req.metadata().get(network::TARGET_HEADER) else {
+            return Ok(());
+        };
+        let me = self.node.id();
+        match target.to_str().ok().and_then(|t| t.parse::<u64>().ok()) {
+            Some(t) if t == me => Ok(()),
+            _ => Err(Status::unavailable(format!(
+                "this is member {me}, not {}: the address belongs to another member now",
+                target.to_str().unwrap_or("?")
+            ))),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::raft_server::Raft for PeerService {
     async fn append(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        self.addressed_to_me(&req)?;
         self.node.note_leader_contact();
         network::serve_append(self.node.consensus().raft(), req.into_inner())
             .await
@@ -181,18 +202,21 @@ impl pb::raft_server::Raft for PeerService {
     }
 
     async fn vote(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        self.addressed_to_me(&req)?;
         network::serve_vote(self.node.consensus().raft(), req.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn pre_vote(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        self.addressed_to_me(&req)?;
         network::serve_pre_vote(self.node.consensus().raft(), req.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn transfer_leader(&self, req: Request<pb::Opaque>) -> Result<Response<pb::Opaque>, Status> {
+        self.addressed_to_me(&req)?;
         network::serve_transfer_leader(self.node.consensus().raft(), req.into_inner())
             .await
             .map(Response::new)
@@ -202,6 +226,7 @@ impl pb::raft_server::Raft for PeerService {
         &self,
         req: Request<tonic::Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::Opaque>, Status> {
+        self.addressed_to_me(&req)?;
         let into = self
             .node
             .snapshot_incoming()

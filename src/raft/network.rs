@@ -26,6 +26,13 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// gRPC message limit; Raft batches and snapshot chunks stay well below it.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// The metadata key naming the member a Raft RPC is meant for. A node answers only RPCs
+/// meant for itself: after a member's data directory is wiped and it rejoins under a new
+/// id at the same address, the leader still replicates to the old id until autopilot
+/// removes it, and those RPCs must not reach the new member (openraft tracks progress per
+/// id; one process answering for two ids made a leader see a follower's log go backward).
+pub const TARGET_HEADER: &str = "x-braft-target";
+
 /// A channel to a peer that signs every request with the cluster token.
 pub type PeerChannel = InterceptedService<Channel, crate::auth::ClusterToken>;
 
@@ -141,6 +148,14 @@ impl PeerClient {
             .map_err(|e| Unreachable::from_string(format!("bad peer address {}: {e}", self.addr)))
     }
 
+    /// `msg` as a request addressed to this client's target member.
+    fn addressed<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert(TARGET_HEADER, tonic::metadata::MetadataValue::from(self.target));
+        r
+    }
+
     fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<TypeConfig> {
         Timeout {
             action,
@@ -161,12 +176,12 @@ impl PeerClient {
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        F: FnOnce(RaftClient<PeerChannel>, pb::Opaque) -> Fut,
+        F: FnOnce(RaftClient<PeerChannel>, tonic::Request<pb::Opaque>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<pb::Opaque>, tonic::Status>>,
     {
         let client = self.client()?;
         let data = wire::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let resp = match tokio::time::timeout(ttl, send(client, pb::Opaque { data })).await {
+        let resp = match tokio::time::timeout(ttl, send(client, self.addressed(pb::Opaque { data }))).await {
             Err(_) => return Err(RPCError::Timeout(self.timeout(action, ttl))),
             Ok(Err(status)) => return Err(status_to_rpc(status)),
             Ok(Ok(r)) => r.into_inner(),
@@ -259,7 +274,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             size: 0,
         }));
         let ttl = option.hard_ttl().max(Duration::from_secs(60));
-        let send = client.install_snapshot(tokio_stream::iter(chunks));
+        let send = client.install_snapshot(self.addressed(tokio_stream::iter(chunks)));
         let resp = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = tokio::time::timeout(ttl, send) => match r {
