@@ -211,16 +211,8 @@ async fn a_damaged_data_directory_stops_the_node_and_a_fresh_one_rejoins() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&newest, &bytes).unwrap();
-    lab.start(3, &env);
-    let status = wait_exit(&mut lab, 3);
-    assert!(!status.success());
-    let log = std::fs::read_to_string(lab.dir.path().join("n3.log")).unwrap();
-    assert!(
-        log.contains(&format!("{}: checksum mismatch", newest.display())),
-        "the error names the snapshot file:\n{}",
-        lab.logs(5)
-    );
-    lab.wait_exit(3);
+    // The error names the snapshot file.
+    refuses_to_start(&mut lab, &env, &[&format!("{}: checksum mismatch", newest.display())]);
 
     // The snapshot put right, the log database cut short.
     bytes[mid] ^= 0x40;
@@ -230,16 +222,15 @@ async fn a_damaged_data_directory_stops_the_node_and_a_fresh_one_rejoins() {
     let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
     f.set_len(len / 3).unwrap();
     drop(f);
-    lab.start(3, &env);
-    let status = wait_exit(&mut lab, 3);
-    assert!(!status.success());
-    let log = std::fs::read_to_string(lab.dir.path().join("n3.log")).unwrap();
-    assert!(
-        log.contains(&format!("opening the log {}", db.display())) && log.contains("remove this data directory"),
-        "the error names the log file and the way out:\n{}",
-        lab.logs(5)
+    // The error names the log file and the way out.
+    refuses_to_start(
+        &mut lab,
+        &env,
+        &[
+            &format!("opening the log {}", db.display()),
+            "remove this data directory",
+        ],
     );
-    lab.wait_exit(3);
 
     // The recovery: a fresh data directory; the node joins as a new member.
     lab.wipe(3, 1);
@@ -288,20 +279,31 @@ async fn a_damaged_data_directory_stops_the_node_and_a_fresh_one_rejoins() {
     let (payload, len) = records[records.len() / 2];
     bytes[payload + len / 2] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
-    lab.start(3, &env);
-    let status = wait_exit(&mut lab, 3);
-    assert!(!status.success());
-    let log = std::fs::read_to_string(lab.dir.path().join("n3.log")).unwrap();
-    assert!(
-        log.contains(&format!("{}: the log is corrupt", segment.display()))
-            && log.contains("remove this data directory"),
-        "the error names the segment and the way out:\n{}",
-        lab.logs(5)
+    // The error names the segment and the way out.
+    refuses_to_start(
+        &mut lab,
+        &env,
+        &[
+            &format!("{}: the log is corrupt", segment.display()),
+            "remove this data directory",
+        ],
     );
-    lab.wait_exit(3);
     lab.wipe(3, 2);
     lab.start(3, &env);
     serves_every_key(&lab, &http).await;
+}
+
+/// Starts node 3, which must exit by itself with a failure, having logged every one of
+/// `says`.
+fn refuses_to_start(lab: &mut common::lab::Lab, env: &[(&str, String)], says: &[&str]) {
+    lab.start(3, env);
+    let status = wait_exit(lab, 3);
+    assert!(!status.success());
+    let log = std::fs::read_to_string(lab.dir.path().join("n3.log")).unwrap();
+    for s in says {
+        assert!(log.contains(s), "node 3's log lacks '{s}':\n{}", lab.logs(5));
+    }
+    lab.wait_exit(3);
 }
 
 /// Node 3 serves k0..k29 (with their values) from its own state, within the limit.

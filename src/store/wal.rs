@@ -276,11 +276,10 @@ impl WalLogStore {
         let seg = &st.segments[&seq];
         let (file, at) = (seg.file.clone(), seg.len);
         drop(st);
-        let path = self.dir.join(segment_name(seq));
         if let Err(e) = file.write_all_at(buf, at).and_then(|_| file.sync_data()) {
             // Best effort: the next write goes to `at` again in any case.
             let _ = file.set_len(at);
-            return Err(io_err(&path, e));
+            return Err(io_err(&self.dir.join(segment_name(seq)), e));
         }
         Ok((seq, at))
     }
@@ -303,21 +302,47 @@ impl WalLogStore {
 
     /// Writes the commit hint into the active segment if it changed since.
     fn flush_committed(&self) -> Result<(), StoreError> {
-        let st = self.lock();
-        if !st.committed_dirty {
+        self.write_batch(&[])
+    }
+
+    /// Writes `entries` (contiguous after the last one; the caller checked) at the end of
+    /// the log in one write and one fsync, preceded by the commit hint if it changed
+    /// since it was last written. With no entries, only a changed hint is written.
+    fn write_batch(&self, entries: &[(u64, &[u8])]) -> Result<(), StoreError> {
+        let hint = {
+            let st = self.lock();
+            st.committed_dirty.then(|| st.committed.clone()).flatten()
+        };
+        if entries.is_empty() && hint.is_none() {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        if let Some(c) = &st.committed {
+        let mut buf = Vec::with_capacity(entries.iter().map(|(_, b)| b.len() + HEADER).sum::<usize>() + 64);
+        if let Some(c) = &hint {
             encode_record(&mut buf, KIND_COMMITTED, 0, c);
         }
-        drop(st);
+        let mut offsets = Vec::with_capacity(entries.len());
+        for (i, bytes) in entries {
+            offsets.push((buf.len() as u64, bytes.len() as u32));
+            encode_record(&mut buf, KIND_ENTRY, *i, bytes);
+        }
         let (seq, at) = self.write_tail(&buf)?;
         let mut st = self.lock();
+        if let (true, Some((first, _))) = (st.locs.is_empty(), entries.first()) {
+            st.first = *first;
+        }
+        for (off, len) in offsets {
+            st.locs.push_back(Loc {
+                seg: seq,
+                offset: at + off,
+                len,
+            });
+        }
         if let Some(s) = st.segments.get_mut(&seq) {
             s.len = at + buf.len() as u64;
         }
-        st.committed_dirty = false;
+        if hint.is_some() {
+            st.committed_dirty = false;
+        }
         Ok(())
     }
 
@@ -470,8 +495,7 @@ impl LogStore for WalLogStore {
             return Ok(());
         }
         let _w = self.serial();
-        let st = self.lock();
-        if let Some(last) = st.last_index() {
+        if let Some(last) = self.lock().last_index() {
             if entries[0].0 != last + 1 {
                 return Err(StoreError::Invalid(format!(
                     "append at {} after last entry {last}",
@@ -479,36 +503,7 @@ impl LogStore for WalLogStore {
                 )));
             }
         }
-        let mut buf = Vec::with_capacity(entries.iter().map(|(_, b)| b.len() + HEADER).sum::<usize>() + 64);
-        let hint = st.committed_dirty.then(|| st.committed.clone()).flatten();
-        drop(st);
-        if let Some(c) = &hint {
-            encode_record(&mut buf, KIND_COMMITTED, 0, c);
-        }
-        let mut offsets = Vec::with_capacity(entries.len());
-        for (i, bytes) in entries {
-            offsets.push((buf.len() as u64, bytes.len() as u32));
-            encode_record(&mut buf, KIND_ENTRY, *i, bytes);
-        }
-        let (seq, at) = self.write_tail(&buf)?;
-        let mut st = self.lock();
-        if st.locs.is_empty() {
-            st.first = entries[0].0;
-        }
-        for (off, len) in offsets {
-            st.locs.push_back(Loc {
-                seg: seq,
-                offset: at + off,
-                len,
-            });
-        }
-        if let Some(s) = st.segments.get_mut(&seq) {
-            s.len = at + buf.len() as u64;
-        }
-        if hint.is_some() {
-            st.committed_dirty = false;
-        }
-        Ok(())
+        self.write_batch(entries)
     }
 
     fn truncate_after(&self, after: Option<u64>) -> Result<(), StoreError> {
@@ -586,12 +581,12 @@ impl LogStore for WalLogStore {
                 span_end = l.offset + HEADER as u64 + l.len as u64;
                 j += 1;
             }
-            let path = self.dir.join(segment_name(first.seg));
+            let path = || self.dir.join(segment_name(first.seg));
             let mut buf = vec![0; (span_end - first.offset) as usize];
             st.segments[&first.seg]
                 .file
                 .read_exact_at(&mut buf, first.offset)
-                .map_err(|e| io_err(&path, e))?;
+                .map_err(|e| io_err(&path(), e))?;
             let mut at = 0;
             for index in i..j {
                 match decode_record(&buf, at) {
@@ -602,7 +597,7 @@ impl LogStore for WalLogStore {
                     _ => {
                         return Err(StoreError::Engine(format!(
                             "{}: entry {index} fails its checksum",
-                            path.display()
+                            path().display()
                         )))
                     }
                 }
