@@ -402,6 +402,7 @@ fn print_report(b: &Bench, r: &Report) {
             "p90_ms": r.percentile(0.90),
             "p99_ms": r.percentile(0.99),
             "p999_ms": r.percentile(0.999),
+            "max_ms": r.percentile(1.0),
         });
         println!("{v}");
         return;
@@ -414,17 +415,18 @@ fn print_report(b: &Bench, r: &Report) {
         if b.spread { " spread" } else { "" }
     );
     println!(
-        "{:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "ops/s", "MB/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors"
+        "{:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "ops/s", "MB/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors"
     );
     println!(
-        "{:>10.0} {:>9.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8}",
+        "{:>10.0} {:>9.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8}",
         ops,
         mbs,
         r.percentile(0.50),
         r.percentile(0.90),
         r.percentile(0.99),
         r.percentile(0.999),
+        r.percentile(1.0),
         r.errors
     );
     if let Some(e) = &r.first_error {

@@ -220,7 +220,13 @@ pub struct Config {
     /// (`BRAFT_BOOTSTRAP_EXPECT`); `None` means the static list's length.
     pub bootstrap_expect: Option<usize>,
     /// Take a snapshot and purge the log after this many entries (`BRAFT_SNAPSHOT_LOGS`).
+    /// etcd's `--snapshot-count` is the same, and so is its default: a snapshot writes
+    /// the whole state, so at a million keys one every 10,000 entries took a core.
     pub snapshot_logs: u64,
+    /// ...or once the entries applied since the last snapshot carry this many bytes of
+    /// payload (`BRAFT_SNAPSHOT_LOG_BYTES`), whichever comes first: large values must
+    /// not grow the log on disk without bound while the entry count is low.
+    pub snapshot_log_bytes: u64,
     /// Leader heartbeat interval (`BRAFT_HEARTBEAT_MS`).
     pub heartbeat_ms: u64,
     /// Minimum election timeout; the maximum is 1.5x this and is also the leader lease
@@ -336,7 +342,8 @@ impl Default for Config {
             data_dir: None,
             node_id: None,
             bootstrap_expect: None,
-            snapshot_logs: 10_000,
+            snapshot_logs: 100_000,
+            snapshot_log_bytes: 256 << 20,
             heartbeat_ms: 100,
             election_timeout_ms: 500,
             request_timeout_ms: 5_000,
@@ -529,9 +536,19 @@ pub const SETTINGS: &[Setting] = &[
         key: "snapshot_logs",
         env: "BRAFT_SNAPSHOT_LOGS",
         alias: None,
-        help: "snapshot and purge the log every this many entries (default 10000)",
+        help: "snapshot and purge the log every this many entries (default 100000)",
         apply: |c, v| {
             c.snapshot_logs = parse_num(v, "a positive integer")?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "snapshot_log_bytes",
+        env: "BRAFT_SNAPSHOT_LOG_BYTES",
+        alias: None,
+        help: "...or once the entries since the last snapshot hold this many payload bytes (default 268435456)",
+        apply: |c, v| {
+            c.snapshot_log_bytes = parse_num(v, "a number of bytes")?;
             Ok(())
         },
     },
@@ -1004,6 +1021,9 @@ impl Config {
         if self.snapshot_logs == 0 {
             return Err(ConfigError::new("BRAFT_SNAPSHOT_LOGS", "must be at least 1"));
         }
+        if self.snapshot_log_bytes < 4096 {
+            return Err(ConfigError::new("BRAFT_SNAPSHOT_LOG_BYTES", "must be at least 4096"));
+        }
         if !(10..=60_000).contains(&self.heartbeat_ms) {
             return Err(ConfigError::new("BRAFT_HEARTBEAT_MS", "allowed: 10..60000"));
         }
@@ -1335,6 +1355,7 @@ mod tests {
             "BRAFT_ELECTION_TIMEOUT_MS"
         );
         assert_eq!(bad(|c| c.snapshot_logs = 0), "BRAFT_SNAPSHOT_LOGS");
+        assert_eq!(bad(|c| c.snapshot_log_bytes = 100), "BRAFT_SNAPSHOT_LOG_BYTES");
         assert_eq!(bad(|c| c.node_id = Some(0)), "BRAFT_NODE_ID");
         assert_eq!(bad(|c| c.max_value_bytes = 0), "BRAFT_MAX_VALUE_BYTES");
         assert_eq!(bad(|c| c.watch_history = 0), "BRAFT_WATCH_HISTORY");

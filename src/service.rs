@@ -70,6 +70,17 @@ pub trait Service: Send + Sync + 'static {
     fn query(&self, query: Self::Query) -> Result<Self::QueryOutput, ServiceError>;
     /// The whole state as bytes (see [`crate::codec::to_bytes`]).
     fn snapshot(&self) -> Result<Vec<u8>, ServiceError>;
+    /// The same bytes as `snapshot`, in two steps: this method captures the state, and the
+    /// job it returns serialises the capture. The state machine calls it under its state
+    /// lock, where applies wait, and runs the job after releasing the lock, off the apply
+    /// path, while writes go on. The default serialises at once, so all of `snapshot()`
+    /// runs under the lock. A service whose state is a persistent (copy-on-write)
+    /// structure can capture it with an O(1) clone and serialise in the job, as
+    /// [`crate::kv::KvService`] does: then a snapshot of a million keys stalls no write.
+    fn snapshot_job(&self) -> SnapshotJob {
+        let bytes = self.snapshot();
+        Box::new(move || bytes)
+    }
     /// Replaces the whole state with a snapshot's bytes.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
     /// The watch events of the last `apply`, taken right after it (see [`crate::watch`]).
@@ -80,11 +91,14 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
+/// The serialising half of [`Service::snapshot_job`]: runs once, off the apply path.
+pub type SnapshotJob = Box<dyn FnOnce() -> Result<Vec<u8>, ServiceError> + Send + Sync>;
+
 /// A [`Service`] with its types erased to bytes, so the registry can hold many.
 pub(crate) trait DynService: Send + Sync {
     fn apply_bytes(&mut self, codec: &Format, ctx: ApplyContext, cmd: &[u8]) -> Result<Vec<u8>, ServiceError>;
     fn query_bytes(&self, codec: &Format, query: &[u8]) -> Result<Vec<u8>, ServiceError>;
-    fn snapshot_bytes(&self) -> Result<Vec<u8>, ServiceError>;
+    fn snapshot_job(&self) -> SnapshotJob;
     fn restore_bytes(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
     fn take_events(&mut self) -> Vec<WatchEvent>;
 }
@@ -104,8 +118,8 @@ impl<S: Service> DynService for S {
         let out = self.query(q)?;
         Ok(codec.encode(&out)?)
     }
-    fn snapshot_bytes(&self) -> Result<Vec<u8>, ServiceError> {
-        self.snapshot()
+    fn snapshot_job(&self) -> SnapshotJob {
+        Service::snapshot_job(self)
     }
     fn restore_bytes(&mut self, snapshot: &[u8]) -> Result<(), ServiceError> {
         self.restore(snapshot)
@@ -119,6 +133,11 @@ impl<S: Service> DynService for S {
 #[derive(Default)]
 pub(crate) struct Registry {
     services: BTreeMap<String, Box<dyn DynService>>,
+}
+
+/// Serialises a [`Registry::capture`]: every service's snapshot bytes, by name.
+pub(crate) fn finish_snapshot(jobs: Vec<(String, SnapshotJob)>) -> Result<Vec<(String, Vec<u8>)>, ServiceError> {
+    jobs.into_iter().map(|(n, job)| Ok((n, job()?))).collect()
 }
 
 impl Registry {
@@ -162,17 +181,18 @@ impl Registry {
         self.get(name)?.query_bytes(codec, query)
     }
 
-    /// Every service's snapshot, by name.
-    pub fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>, ServiceError> {
+    /// Every service's snapshot capture, by name (see [`Service::snapshot_job`]): taken
+    /// under the state lock, serialised by [`finish_snapshot`] after it.
+    pub fn capture(&self) -> Vec<(String, SnapshotJob)> {
         self.services
             .iter()
-            .map(|(n, s)| Ok((n.clone(), s.snapshot_bytes()?)))
+            .map(|(n, s)| (n.clone(), s.snapshot_job()))
             .collect()
     }
 
     /// Restores every service found in `parts`. A part for a service this node does not
     /// have is an error: applying later entries without it would diverge.
-    pub fn restore(&mut self, parts: &[(String, Vec<u8>)]) -> Result<(), ServiceError> {
+    pub fn restore<'a>(&mut self, parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result<(), ServiceError> {
         for (name, bytes) in parts {
             match self.services.get_mut(name) {
                 Some(s) => s.restore_bytes(bytes)?,

@@ -105,6 +105,44 @@ async fn restarted_node_has_every_acknowledged_write() {
     c.shutdown().await;
 }
 
+/// Large values bring a snapshot by size long before the entry count would: with the
+/// entry threshold far away, 40 values of 16 KiB pass a 256 KiB limit, a snapshot is
+/// taken on every node. Small writes alone bring none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_large_values_is_snapshotted_by_size() {
+    let _g = serial().await;
+    let c = Cluster::start(3, |cfg| {
+        cfg.snapshot_logs = 1_000_000;
+        cfg.snapshot_log_bytes = 256 << 10;
+    })
+    .await;
+    let leader = c.wait_leader(LIMIT).await;
+    for i in 0..20 {
+        c.put_ok(leader, &format!("small{i}"), "v").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..3 {
+        assert_eq!(c.node(i).raft_status().snapshot_index, 0, "node {i}: no snapshot yet");
+    }
+    let big = "x".repeat(16 << 10);
+    for i in 0..40 {
+        c.put_ok(leader, &format!("big{i}"), &big).await;
+    }
+    c.wait_for("every node to snapshot by size", LIMIT, |c| {
+        (0..3).all(|i| c.node(i).raft_status().snapshot_index > 20)
+    })
+    .await;
+    for i in 0..3 {
+        let st = c.node(i).raft_status();
+        assert!(st.snapshot_index < 1_000, "by size, not by count: {st:?}");
+    }
+    assert_eq!(
+        c.get(leader, "big39", "linearizable").await.as_deref(),
+        Some(big.as_str())
+    );
+    c.shutdown().await;
+}
+
 /// A node kept down while the leader snapshots and purges its log past the node's
 /// position can only be caught up by installing a snapshot — and is. The stream lands
 /// in a temporary file that becomes the node's snapshot, not in a buffer.

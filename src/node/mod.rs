@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod autopilot;
 mod backup;
+mod compaction;
 mod disk;
 mod distribute;
 mod formation;
@@ -451,6 +452,7 @@ impl Node {
         node.spawn(formation::run(node.clone()));
         node.spawn(autopilot::run(node.clone()));
         node.spawn(disk::step_down_while_full(node.clone()));
+        node.spawn(compaction::snapshot_by_size(node.clone()));
         Ok(())
     }
 }

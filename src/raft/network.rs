@@ -254,25 +254,32 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client()?;
         let meta = wire::encode(&(vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
-        // A leader sends what it built or loaded, in memory; a staged file (only a
-        // follower holds one, briefly) is read back.
+        // A leader sends its stored snapshot file (or, from the in-memory twin, bytes),
+        // read here rather than in the state machine's task.
         let data = match snapshot.snapshot {
             crate::store::SnapshotData::Bytes(b) => b,
-            staged => tokio::task::spawn_blocking(move || staged.into_bytes())
+            file => tokio::task::spawn_blocking(move || file.into_bytes())
                 .await
                 .map_err(|e| NetworkError::new(&e))?
                 .map_err(|e| NetworkError::new(&e))?,
         };
-        let mut chunks = vec![pb::SnapshotChunk {
+        let first = pb::SnapshotChunk {
             meta,
             data: Vec::new(),
             size: data.len() as u64,
-        }];
-        chunks.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| pb::SnapshotChunk {
-            meta: Vec::new(),
-            data: c.to_vec(),
-            size: 0,
-        }));
+        };
+        // Chunks are cut as the stream is read, not all up front: a second copy of a
+        // large snapshot would sit in memory for the whole transfer.
+        let count = data.len().div_ceil(SNAPSHOT_CHUNK_BYTES);
+        let rest = (0..count).map(move |i| {
+            let at = i * SNAPSHOT_CHUNK_BYTES;
+            pb::SnapshotChunk {
+                meta: Vec::new(),
+                data: data[at..(at + SNAPSHOT_CHUNK_BYTES).min(data.len())].to_vec(),
+                size: 0,
+            }
+        });
+        let chunks = std::iter::once(first).chain(rest);
         let ttl = option.hard_ttl().max(Duration::from_secs(60));
         let send = client.install_snapshot(self.addressed(tokio_stream::iter(chunks)));
         let resp = tokio::select! {

@@ -6,6 +6,7 @@
 //! torn or corrupted file before it replaces good state.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, StreamExt};
@@ -34,17 +35,47 @@ struct SnapshotBody {
     services: Vec<(String, serde_bytes::ByteBuf)>,
 }
 
+/// What a snapshot holds, captured under the state lock and not yet serialized.
+struct Capture {
+    meta: SnapshotMeta,
+    codec: Codec,
+    serializer: Option<String>,
+    jobs: Vec<(String, crate::service::SnapshotJob)>,
+}
+
+impl Capture {
+    /// Serializes every service's capture: the expensive half, run without the lock.
+    fn finish(self) -> io::Result<SnapshotBody> {
+        let parts = crate::service::finish_snapshot(self.jobs)
+            .map_err(|e| io::Error::other(format!("service snapshot failed: {e}")))?;
+        Ok(SnapshotBody {
+            meta: self.meta,
+            codec: self.codec,
+            serializer: self.serializer,
+            services: parts
+                .into_iter()
+                .map(|(n, b)| (n, serde_bytes::ByteBuf::from(b)))
+                .collect(),
+        })
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// The snapshot file: magic, format, CRC-32 of the rest, then the wire-encoded body.
+/// One buffer, sized up front: the header is reserved and its checksum filled in last,
+/// since a separate buffer for the body would hold a second copy of the whole state.
 fn encode_snapshot(body: &SnapshotBody) -> io::Result<Vec<u8>> {
-    let inner = wire::encode(body).map_err(|e| invalid(e.to_string()))?;
-    let mut out = Vec::with_capacity(16 + inner.len());
+    let services: usize = body.services.iter().map(|(n, b)| n.len() + b.len() + 16).sum();
+    let mut out = Vec::with_capacity(16 + 1024 + services);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_V1.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&inner).to_le_bytes());
-    out.extend_from_slice(&inner);
+    out.extend_from_slice(&[0; 4]);
+    wire::encode_into(&mut out, body).map_err(|e| invalid(e.to_string()))?;
+    let crc = crc32fast::hash(&out[16..]);
+    out[12..16].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
@@ -125,6 +156,46 @@ pub struct SharedState {
     /// Whether the data directory is out of space (set by the log writer and by
     /// snapshot saves, read by the node).
     pub(crate) disk: crate::store::DiskHealth,
+    /// The payload bytes applied since the last snapshot, for snapshots by size.
+    pub(crate) growth: LogGrowth,
+}
+
+/// Counts the payload bytes applied since the last snapshot, and says when they reach
+/// the size at which the node asks for one (`BRAFT_SNAPSHOT_LOG_BYTES`; the node's
+/// `compaction` task waits on it). openraft's own policy counts entries only, so without
+/// this a log of large values would grow on disk far past what its entry count suggests.
+#[derive(Default)]
+pub(crate) struct LogGrowth {
+    since_snapshot: AtomicU64,
+    /// 0: off (the node sets it at start).
+    limit: AtomicU64,
+    due: tokio::sync::Notify,
+}
+
+impl LogGrowth {
+    pub fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+    fn applied(&self, bytes: u64) {
+        let total = self.since_snapshot.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit > 0 && total >= limit {
+            // Stores a permit if nobody waits yet: the task sees it on its next wait.
+            self.due.notify_one();
+        }
+    }
+    /// A snapshot was captured (or installed): what came before is in it.
+    fn reset(&self) {
+        self.since_snapshot.store(0, Ordering::Relaxed);
+    }
+    pub fn is_due(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit > 0 && self.since_snapshot.load(Ordering::Relaxed) >= limit
+    }
+    /// Returns once the limit has been reached (possibly before this call).
+    pub async fn due(&self) {
+        self.due.notified().await
+    }
 }
 
 impl SharedState {
@@ -137,37 +208,39 @@ impl SharedState {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A fingerprint of the applied state, taken under the state lock so the index and
+    /// A fingerprint of the applied state, captured under the state lock so the index and
     /// the contents match. Replicas at the same applied index must agree on it: a
     /// difference means a replica diverged (etcd's `HashKV` check). It serializes every
-    /// service, so it costs as much as a snapshot.
+    /// service, so it costs as much as a snapshot; copy-on-write services serialize after
+    /// the lock is released (see [`Capture`]).
     pub fn hash(&self) -> Result<StateHash, ServiceError> {
-        let g = self.read();
+        let (applied, membership, jobs) = {
+            let g = self.read();
+            // The membership is applied state too (Debug of ordered maps: deterministic).
+            (g.last_applied, format!("{:?}", g.membership), g.registry.capture())
+        };
         let mut h = crc32fast::Hasher::new();
-        for (name, bytes) in g.registry.snapshot()? {
+        for (name, bytes) in crate::service::finish_snapshot(jobs)? {
             h.update(&(name.len() as u64).to_le_bytes());
             h.update(name.as_bytes());
             h.update(&(bytes.len() as u64).to_le_bytes());
             h.update(&bytes);
         }
-        // The membership is applied state too (Debug of ordered maps: deterministic).
-        h.update(format!("{:?}", g.membership).as_bytes());
+        h.update(membership.as_bytes());
         Ok(StateHash {
-            applied_index: g.last_applied.map_or(0, |l| l.index),
-            applied_term: g.last_applied.map_or(0, |l| l.leader_id.term),
+            applied_index: applied.map_or(0, |l| l.index),
+            applied_term: applied.map_or(0, |l| l.leader_id.term),
             hash: h.finalize(),
         })
     }
 
-    /// A point-in-time copy of every service and the applied membership, taken under the
-    /// state lock.
-    fn image(&self) -> io::Result<SnapshotBody> {
+    /// A point-in-time capture of every service and the applied membership, taken under
+    /// the state lock. Only the capture happens under the lock; [`Capture::finish`]
+    /// serializes it afterwards, so applies wait only as long as the services' captures
+    /// take (O(1) for the KV service).
+    fn capture(&self) -> Capture {
         let g = self.read();
-        let parts = g
-            .registry
-            .snapshot()
-            .map_err(|e| io::Error::other(format!("service snapshot failed: {e}")))?;
-        Ok(SnapshotBody {
+        Capture {
             meta: SnapshotMeta {
                 last_log_id: g.last_applied,
                 last_membership: g.membership.clone(),
@@ -180,17 +253,14 @@ impl SharedState {
                 Format::Builtin(_) => None,
                 Format::Custom(s) => Some(s.name().to_string()),
             },
-            services: parts
-                .into_iter()
-                .map(|(n, b)| (n, serde_bytes::ByteBuf::from(b)))
-                .collect(),
-        })
+            jobs: g.registry.capture(),
+        }
     }
 
     /// A backup: the applied state now, as a snapshot file (magic, format, checksum,
     /// body), with the log id it covers.
     pub(crate) fn backup(&self) -> io::Result<(Option<LogId>, Vec<u8>)> {
-        let body = self.image()?;
+        let body = self.capture().finish()?;
         Ok((body.meta.last_log_id, encode_snapshot(&body)?))
     }
 
@@ -204,6 +274,26 @@ impl SharedState {
 pub struct StateMachine {
     shared: Arc<SharedState>,
     snapshots: Arc<dyn SnapshotStore>,
+    /// What the newest stored snapshot covers, so that sending it needs only its file.
+    latest: Latest,
+}
+
+/// The metadata of the newest stored snapshot, kept when it is restored at start, built
+/// or installed; `None` until then (or where it is unknown, e.g. a builder lost a race).
+#[derive(Clone, Default)]
+struct Latest(Arc<std::sync::Mutex<Option<SnapshotMeta>>>);
+
+impl Latest {
+    fn get(&self) -> Option<SnapshotMeta> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// Records `meta` if it is newer than what is recorded (stores keep only newer).
+    fn offer(&self, meta: &SnapshotMeta) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref().is_none_or(|m| m.last_log_id < meta.last_log_id) {
+            *g = Some(meta.clone());
+        }
+    }
 }
 
 impl StateMachine {
@@ -215,6 +305,7 @@ impl StateMachine {
         watch_limits: crate::watch::Limits,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> io::Result<Self> {
+        let latest = Latest::default();
         let mut applied = Applied {
             last_applied: None,
             membership: StoredMembership::default(),
@@ -227,6 +318,7 @@ impl StateMachine {
             let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", snapshots.describe_latest()));
             let body = decode_snapshot(&bytes).map_err(named)?;
             restore_into(&mut applied, &body).map_err(named)?;
+            latest.offer(&body.meta);
             tracing::info!(last_applied = ?applied.last_applied, "restored snapshot");
         }
         let watch = Arc::new(WatchHub::new(applied.last_applied.map_or(0, |l| l.index), watch_limits));
@@ -237,8 +329,10 @@ impl StateMachine {
                 watch,
                 metrics,
                 disk: Default::default(),
+                growth: Default::default(),
             }),
             snapshots,
+            latest,
         })
     }
 
@@ -248,10 +342,11 @@ impl StateMachine {
 }
 
 fn restore_into(applied: &mut Applied, body: &SnapshotBody) -> io::Result<()> {
-    let parts: Vec<(String, Vec<u8>)> = body.services.iter().map(|(n, b)| (n.clone(), b.to_vec())).collect();
+    // Borrowed, not copied: a service's part can be the size of the whole state.
+    let parts = body.services.iter().map(|(n, b)| (n.as_str(), b.as_slice()));
     applied
         .registry
-        .restore(&parts)
+        .restore(parts)
         .map_err(|e| invalid(format!("restoring snapshot: {e}")))?;
     applied.last_applied = body.meta.last_log_id;
     applied.membership = body.meta.last_membership.clone();
@@ -297,7 +392,8 @@ pub(crate) fn restored_snapshot(bytes: &[u8], id: super::NodeId, peer: super::Pe
 
 /// A point-in-time copy of every service, taken while apply is paused, written out later.
 pub struct SnapshotBuilder {
-    image: io::Result<SnapshotBody>,
+    image: Option<Capture>,
+    latest: Latest,
     snapshots: Arc<dyn SnapshotStore>,
     metrics: Arc<crate::metrics::Metrics>,
     disk: crate::store::DiskHealth,
@@ -341,21 +437,29 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
-        let body = std::mem::replace(&mut self.image, Err(invalid("snapshot already built")))?;
-        let bytes = Arc::new(encode_snapshot(&body)?);
-        let index = body.meta.last_log_id.map_or(0, |l| l.index);
+        let capture = self.image.take().ok_or_else(|| invalid("snapshot already built"))?;
+        // Serializing a large state is CPU work of its own: the blocking pool takes it,
+        // so the runtime's workers keep serving (the in-memory twin runs it inline).
+        let (meta, bytes) = crate::store::snapshot::on_store(self.snapshots.clone(), move |_| {
+            let body = capture.finish()?;
+            Ok((body.meta.clone(), encode_snapshot(&body)?))
+        })
+        .await?;
+        let bytes = Arc::new(bytes);
+        let index = meta.last_log_id.map_or(0, |l| l.index);
         let kept = save_waiting_for_space(self.snapshots.clone(), &self.disk, index, bytes.clone()).await?;
         let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| b.as_ref().clone());
         if self.metrics.enabled {
             self.metrics.snapshot.observe(started.elapsed().as_secs_f64());
         }
         if kept {
-            tracing::info!(last_log_id = ?body.meta.last_log_id, bytes = bytes.len(), "snapshot built");
+            self.latest.offer(&meta);
+            tracing::info!(last_log_id = ?meta.last_log_id, bytes = bytes.len(), "snapshot built");
         } else {
-            tracing::info!(last_log_id = ?body.meta.last_log_id, "snapshot built, but a newer one is stored");
+            tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built, but a newer one is stored");
         }
         Ok(Snapshot {
-            meta: body.meta,
+            meta,
             snapshot: SnapshotData::Bytes(bytes),
         })
     }
@@ -377,6 +481,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let codec = self.shared.codec.clone();
         let started = std::time::Instant::now();
         let mut applied = 0u64;
+        let mut bytes = 0u64;
         while let Some(item) = entries.next().await {
             applied += 1;
             let (entry, responder) = item?;
@@ -390,6 +495,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Ok(Vec::new()),
                     EntryPayload::Normal(req) => {
+                        bytes += req.payload.len() as u64;
                         let ctx = ApplyContext { index };
                         let r = match g.registry.apply(&codec, &req.service, ctx, &req.payload) {
                             Ok(out) => Response::Ok(out),
@@ -412,6 +518,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let m = &self.shared.metrics;
         m.proposals_applied.inc_by(applied);
+        self.shared.growth.applied(bytes);
         if m.enabled {
             m.apply.observe(started.elapsed().as_secs_f64());
         }
@@ -427,9 +534,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.shared.growth.reset();
         SnapshotBuilder {
-            image: self.shared.image(),
+            image: Some(self.shared.capture()),
             snapshots: self.snapshots.clone(),
+            latest: self.latest.clone(),
             metrics: self.shared.metrics.clone(),
             disk: self.shared.disk.clone(),
         }
@@ -439,6 +548,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // A snapshot received over the network is in a staged file (a store on disk):
         // it is checked and decoded from the file, never read into memory whole.
         let (snapshot, body) = match snapshot {
+            // Only a sender opens the stored file; read it whole if one arrives here.
+            SnapshotData::Stored(_) => {
+                let b = snapshot.into_bytes()?;
+                let body = decode_snapshot(&b)?;
+                (SnapshotData::Bytes(b), body)
+            }
             SnapshotData::Bytes(b) => {
                 let body = decode_snapshot(&b)?;
                 (SnapshotData::Bytes(b), body)
@@ -470,21 +585,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // The events between the old state and the snapshot are unknown here.
             self.shared.watch.reset(meta.last_log_id.map_or(0, |l| l.index));
         }
+        self.shared.growth.reset();
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        match snapshot {
-            SnapshotData::Bytes(b) => {
-                save_waiting_for_space(self.snapshots.clone(), &self.shared.disk, index, Arc::new(b)).await?;
-            }
-            // Already written and fsynced as it arrived: renamed into place.
+        let kept = match snapshot {
             SnapshotData::File(staged) => {
-                crate::store::snapshot::on_store(self.snapshots.clone(), move |s| s.adopt(index, &staged)).await?;
+                // Already written and fsynced as it arrived: renamed into place.
+                crate::store::snapshot::on_store(self.snapshots.clone(), move |s| s.adopt(index, &staged)).await?
             }
+            other => {
+                let b = Arc::new(other.into_bytes()?);
+                save_waiting_for_space(self.snapshots.clone(), &self.shared.disk, index, b).await?
+            }
+        };
+        if kept {
+            self.latest.offer(meta);
         }
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot from leader");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        // This runs in the state machine's task, between applies: with the metadata
+        // known, only the file is opened here, and the network task reads it.
+        if let Some(meta) = self.latest.get() {
+            let store = self.snapshots.clone();
+            if let Some((index, file)) = crate::store::snapshot::on_store(store, |s| s.open_latest()).await? {
+                if Some(index) == meta.last_log_id.map(|l| l.index) {
+                    return Ok(Some(Snapshot {
+                        meta,
+                        snapshot: SnapshotData::Stored(file),
+                    }));
+                }
+            }
+        }
         let store = self.snapshots.clone();
         let bytes = crate::store::snapshot::on_store(store, |s| s.load_latest()).await?;
         match bytes {

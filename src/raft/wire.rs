@@ -23,9 +23,15 @@ pub enum WireError {
 }
 
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![WIRE_V1];
-    rmp_serde::encode::write_named(&mut out, value).map_err(|e| WireError::Encode(e.to_string()))?;
+    let mut out = Vec::new();
+    encode_into(&mut out, value)?;
     Ok(out)
+}
+
+/// [`encode`], appended to `out`.
+pub fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), WireError> {
+    out.push(WIRE_V1);
+    rmp_serde::encode::write_named(out, value).map_err(|e| WireError::Encode(e.to_string()))
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {

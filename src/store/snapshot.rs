@@ -40,6 +40,15 @@ pub trait SnapshotStore: Send + Sync + 'static {
         Ok(Incoming::Mem(Vec::new()))
     }
 
+    /// The newest snapshot as an open file, with the index it covers, so that a leader
+    /// can send it without reading it into memory inside the state machine (whose one
+    /// task also applies entries: reading a large file there held up every write). The
+    /// in-memory twin has no files. An open file stays readable if a newer snapshot
+    /// replaces it meanwhile.
+    fn open_latest(&self) -> io::Result<Option<(u64, std::fs::File)>> {
+        Ok(None)
+    }
+
     /// Makes a received (staged) snapshot the newest one, as [`SnapshotStore::save`]
     /// does with bytes. Returns whether it was kept.
     fn adopt(&self, index: u64, staged: &Staged) -> io::Result<bool> {
@@ -55,6 +64,8 @@ pub trait SnapshotStore: Send + Sync + 'static {
 pub enum SnapshotData {
     Bytes(Vec<u8>),
     File(Staged),
+    /// The store's newest snapshot, opened for sending (see [`SnapshotStore::open_latest`]).
+    Stored(std::fs::File),
 }
 
 impl SnapshotData {
@@ -63,6 +74,13 @@ impl SnapshotData {
         match self {
             SnapshotData::Bytes(b) => Ok(b),
             SnapshotData::File(s) => std::fs::read(&s.path),
+            SnapshotData::Stored(mut f) => {
+                use std::io::{Read, Seek};
+                let mut out = Vec::new();
+                f.seek(io::SeekFrom::Start(0))?;
+                f.read_to_end(&mut out)?;
+                Ok(out)
+            }
         }
     }
 }
@@ -235,6 +253,14 @@ impl SnapshotStore for FileSnapshotStore {
             return Err(e);
         }
         self.install_file(index, &tmp)
+    }
+
+    fn open_latest(&self) -> io::Result<Option<(u64, std::fs::File)>> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        match self.files()?.pop() {
+            Some((index, path)) => Ok(Some((index, std::fs::File::open(path)?))),
+            None => Ok(None),
+        }
     }
 
     fn incoming(&self) -> io::Result<Incoming> {
