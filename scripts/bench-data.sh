@@ -37,18 +37,9 @@ ROUNDS=${ROUNDS:-3}
 ONLY=${ONLY:-}
 mkdir -p "$OUT"
 
-if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "installing etcd-server and etcd-client" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client >/dev/null 2>&1 ||
-      { apt-get update -q >/dev/null 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client >/dev/null 2>&1; }
-  fi
-  command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
-    { echo "etcd not found: apt-get install -y etcd-server etcd-client" >&2; exit 1; }
-fi
-cargo build --release --quiet
-BIN=$ROOT/target/release/braft
+source scripts/bench-lib.sh
+need_etcd
+build_braft
 WORK=$(mktemp -d)
 declare -A PID
 cleanup() {
@@ -64,7 +55,6 @@ stop_all() {
   done
   PID=()
 }
-client() { echo "127.0.0.1:${1}2379"; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 rss_mb() { awk '/VmRSS/{printf "%.0f", $2/1024}' "/proc/$1/status"; }
 etcdctl3() { ETCDCTL_API=3 etcdctl --command-timeout=30s "$@"; }

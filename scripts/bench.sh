@@ -28,19 +28,9 @@ SCALE=${SCALE:-1}
 ONLY=${ONLY:-}
 mkdir -p "$OUT"
 
-if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "installing etcd-server and etcd-client" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client >/dev/null 2>&1 ||
-      { apt-get update -q >/dev/null 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client >/dev/null 2>&1; }
-  fi
-  command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
-    { echo "etcd not found: apt-get install -y etcd-server etcd-client" >&2; exit 1; }
-fi
-# systemd may have started Debian's own etcd on 2379; it is not ours and not in the way.
-cargo build --release --quiet
-BIN=$ROOT/target/release/braft
+source scripts/bench-lib.sh
+need_etcd
+build_braft
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -56,7 +46,6 @@ stop_all() {
   done
   PIDS=()
 }
-client() { echo "127.0.0.1:${1}2379"; }
 all_clients() { echo "$(client 1),$(client 2),$(client 3)"; }
 
 # bench SYSTEM LEADER_EP LABEL ARGS... : one cell, one JSON line appended to OUT/SYSTEM.jsonl
