@@ -105,6 +105,54 @@ async fn restarted_node_has_every_acknowledged_write() {
     c.shutdown().await;
 }
 
+/// A leader whose stored snapshot file is damaged does not send it. It no longer reads
+/// the file when openraft asks for the current snapshot (that held up applies), so the
+/// check happens before sending: a new member is never handed bytes that fail their
+/// checksum (a failed install stops the receiver's Raft core for good). Once the leader
+/// has taken a good snapshot again, the new member catches up from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_on_the_leader_is_not_sent() {
+    let _g = serial().await;
+    let mut c = Cluster::start(3, |cfg| cfg.snapshot_logs = 20).await;
+    let leader = c.wait_leader(LIMIT).await;
+    for i in 0..60 {
+        c.put_ok(leader, &format!("k{i}"), "v").await;
+    }
+    c.wait_for("a snapshot on the leader", LIMIT, |c| {
+        c.node(leader).raft_status().snapshot_index >= 40
+    })
+    .await;
+    let dir = c.members[leader].dir.join("snapshots");
+    let newest = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .max()
+        .expect("a snapshot file");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&newest, bytes).unwrap();
+
+    let new = c.add_node().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = c.node(new).raft_status();
+    assert_eq!(st.snapshot_index, 0, "the damaged snapshot was not installed: {st:?}");
+
+    // 30 more entries: the leader snapshots again, over the damaged file.
+    for i in 60..90 {
+        c.put_ok(leader, &format!("k{i}"), "v").await;
+    }
+    c.wait_for("the new member to catch up from a good snapshot", LIMIT, |c| {
+        let st = c.node(new).raft_status();
+        st.snapshot_index > 0 && st.applied_index >= c.node(leader).raft_status().commit_index
+    })
+    .await;
+    assert_eq!(c.get(new, "k0", "stale").await.as_deref(), Some("v"));
+    assert_eq!(c.get(new, "k89", "stale").await.as_deref(), Some("v"));
+    c.shutdown().await;
+}
+
 /// Large values bring a snapshot by size long before the entry count would: with the
 /// entry threshold far away, 40 values of 16 KiB pass a 256 KiB limit, a snapshot is
 /// taken on every node. Small writes alone bring none.

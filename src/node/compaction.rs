@@ -19,8 +19,9 @@ pub(super) async fn snapshot_by_size(node: Node) {
             _ = growth.due() => {}
             _ = shutdown.changed() => return,
         }
-        // A permit can be left from before the last snapshot reset the count.
-        if !growth.is_due() {
+        // A permit can be left from before the last snapshot reset the count; and while
+        // the disk is full the state machine declines scheduled snapshots anyway.
+        if !growth.is_due() || node.inner.disk.full().is_some() {
             continue;
         }
         tracing::info!(

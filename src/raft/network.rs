@@ -258,10 +258,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         // read here rather than in the state machine's task.
         let data = match snapshot.snapshot {
             crate::store::SnapshotData::Bytes(b) => b,
-            file => tokio::task::spawn_blocking(move || file.into_bytes())
-                .await
-                .map_err(|e| NetworkError::new(&e))?
-                .map_err(|e| NetworkError::new(&e))?,
+            file => tokio::task::spawn_blocking(move || {
+                let bytes = file.into_bytes()?;
+                // The stored file was not read when openraft asked for it (that would hold
+                // up the state machine's task), so it is checked here: a damaged one must
+                // stop at the sender, not in each follower's install, which is fatal there.
+                super::sm::check_snapshot(&bytes)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("the stored snapshot: {e}")))?;
+                Ok::<_, std::io::Error>(bytes)
+            })
+            .await
+            .map_err(|e| NetworkError::new(&e))?
+            .map_err(|e| NetworkError::new(&e))?,
         };
         let first = pb::SnapshotChunk {
             meta,

@@ -69,7 +69,8 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 /// since a separate buffer for the body would hold a second copy of the whole state.
 fn encode_snapshot(body: &SnapshotBody) -> io::Result<Vec<u8>> {
     let services: usize = body.services.iter().map(|(n, b)| n.len() + b.len() + 16).sum();
-    let mut out = Vec::with_capacity(16 + 1024 + services);
+    // 64 KiB for the metadata: the membership, with every member's addresses.
+    let mut out = Vec::with_capacity(16 + (64 << 10) + services);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_V1.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
@@ -112,6 +113,12 @@ fn decode_snapshot_file(path: &std::path::Path) -> io::Result<SnapshotBody> {
 }
 
 fn decode_snapshot(bytes: &[u8]) -> io::Result<SnapshotBody> {
+    check_snapshot(bytes)?;
+    wire::decode(&bytes[16..]).map_err(|e| invalid(e.to_string()))
+}
+
+/// Checks a snapshot file's header and checksum, without decoding its body.
+pub(crate) fn check_snapshot(bytes: &[u8]) -> io::Result<()> {
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
         return Err(invalid("not a braft snapshot (bad magic)"));
     }
@@ -120,11 +127,10 @@ fn decode_snapshot(bytes: &[u8]) -> io::Result<SnapshotBody> {
         return Err(invalid(format!("unsupported snapshot format {format}")));
     }
     let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-    let body = &bytes[16..];
-    if crc32fast::hash(body) != crc {
+    if crc32fast::hash(&bytes[16..]) != crc {
         return Err(invalid("checksum mismatch: the file is corrupted or truncated"));
     }
-    wire::decode(body).map_err(|e| invalid(e.to_string()))
+    Ok(())
 }
 
 /// The applied state, shared between the state machine (which openraft owns) and the node
