@@ -2,7 +2,7 @@
 # What a large data set costs: braft against etcd on this machine, in one run, both
 # driven by `braft bench` (braft's gRPC Kv, etcd's native gRPC KV), fsync on, default
 # timeouts, the same ports layout as scripts/bench.sh (member N: clients on N2379,
-# second port on N2380).
+# second port on N2380; the fourth member that joins: 9379 and 9380).
 #
 # For each system, on a fresh 3-member cluster:
 #   load      KEYS unique keys with 64 B values, c = 256 to the leader
@@ -76,7 +76,7 @@ writes() {
 start_etcd() { # start_etcd I CLUSTER STATE
   env -u ETCD_NAME -u ETCD_DATA_DIR etcd --name "m$1" --data-dir "$WORK/etcd-m$1" \
     --listen-client-urls "http://$(client "$1")" --advertise-client-urls "http://$(client "$1")" \
-    --listen-peer-urls "http://127.0.0.1:${1}2380" --initial-advertise-peer-urls "http://127.0.0.1:${1}2380" \
+    --listen-peer-urls "http://127.0.0.1:$(pport "$1")" --initial-advertise-peer-urls "http://127.0.0.1:$(pport "$1")" \
     --initial-cluster "$2" --initial-cluster-token data --initial-cluster-state "$3" \
     --logger zap --log-outputs "$WORK/etcd-m$1.log" </dev/null >/dev/null 2>&1 &
   PID[$1]=$!
@@ -123,12 +123,12 @@ for s in json.load(sys.stdin):
   # etcd refuses a member add until every member has been connected for a while (its
   # strict reconfiguration check), so it is retried.
   for _ in $(seq 1 60); do
-    etcdctl3 --endpoints "$leader" member add m4 --peer-urls=http://127.0.0.1:42380 >/dev/null 2>&1 && break
+    etcdctl3 --endpoints "$leader" member add m4 --peer-urls=http://127.0.0.1:$(pport 4) >/dev/null 2>&1 && break
     sleep 0.5
   done
   writes etcd "$leader" during-catch-up; sleep 2
   rev=$(etcd_rev "$leader_i")
-  t0=$(now_ms); start_etcd 4 "$cluster,m4=http://127.0.0.1:42380" existing
+  t0=$(now_ms); start_etcd 4 "$cluster,m4=http://127.0.0.1:$(pport 4)" existing
   until etcd_healthy 4 && [ "$(etcd_rev 4 2>/dev/null || echo 0)" -ge "$rev" ]; do sleep 0.05; done
   CATCHUP_MS=$(( $(now_ms) - t0 ))
   wait "$WRITER"
@@ -139,13 +139,13 @@ for s in json.load(sys.stdin):
 
 # --- braft ---
 start_braft() { # start_braft I DISCOVERY
-  RUST_LOG=warn BRAFT_DISCOVERY=$2 BRAFT_IP=127.0.0.1 BRAFT_RPORT=${1}2379 BRAFT_HPORT=${1}2380 \
+  RUST_LOG=warn BRAFT_DISCOVERY=$2 BRAFT_IP=127.0.0.1 BRAFT_RPORT=$(cport "$1") BRAFT_HPORT=$(pport "$1") \
     BRAFT_DATA_DIR=$WORK/braft-$1 "$BIN" serve 2>> "$OUT/data-braft-$1.log" &
   PID[$1]=$!
 }
-braft_ready() { curl -sf -o /dev/null "http://127.0.0.1:${1}2380/ready"; }
+braft_ready() { curl -sf -o /dev/null "http://127.0.0.1:$(pport "$1")/ready"; }
 braft_field() { # braft_field I FIELD: a number from the member's /ready body
-  curl -s "http://127.0.0.1:${1}2380/ready" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"
+  curl -s "http://127.0.0.1:$(pport "$1")/ready" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"
 }
 run_braft() {
   local i disc="static:$(client 1),$(client 2),$(client 3)" leader leader_i t0 commit
