@@ -111,6 +111,8 @@ impl ChannelPool {
 pub struct NetworkFactory {
     pub pool: ChannelPool,
     pub self_id: NodeId,
+    /// How long an AppendEntries that carries entries may take; see `PeerClient::append_ttl`.
+    pub append_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -122,6 +124,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.rpc_addr.clone(),
             client: self.pool.raft_client(&node.rpc_addr).map_err(|e| e.to_string()),
+            append_timeout: self.append_timeout,
         }
     }
 }
@@ -132,6 +135,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Result<RaftClient<PeerChannel>, String>,
+    append_timeout: Duration,
 }
 
 fn status_to_rpc<E: std::error::Error>(s: tonic::Status) -> RPCError<TypeConfig, E> {
@@ -154,6 +158,23 @@ impl PeerClient {
         r.metadata_mut()
             .insert(TARGET_HEADER, tonic::metadata::MetadataValue::from(self.target));
         r
+    }
+
+    /// The deadline for one AppendEntries. openraft offers one heartbeat interval (100 ms by
+    /// default) for every append. That suits a heartbeat, which openraft also times itself,
+    /// but not a batch of entries: a follower that needed longer to take one (two cores,
+    /// three members serializing snapshots at once) failed the RPC, which ends openraft's
+    /// replication session, and got the batch again, more work for a follower already
+    /// behind. Under a 1M-key load both followers did so at once and one write waited
+    /// 1.3 s. A batch now gets `append_timeout` (the election timeout): a slow follower is
+    /// waited for, not sent the same entries again; a dead one is still noticed by the
+    /// transport's keepalive and by this deadline. Heartbeats keep openraft's deadline.
+    fn append_ttl(&self, rpc: &AppendEntriesRequest<TypeConfig>, option: &RPCOption) -> Duration {
+        if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(self.append_timeout)
+        }
     }
 
     fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<TypeConfig> {
@@ -200,12 +221,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(
-            RPCTypes::AppendEntries,
-            &rpc,
-            option.hard_ttl(),
-            |mut c, m| async move { c.append(m).await },
-        )
+        let ttl = self.append_ttl(&rpc, &option);
+        self.call(RPCTypes::AppendEntries, &rpc, ttl, |mut c, m| async move {
+            c.append(m).await
+        })
         .await
     }
 
