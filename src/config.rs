@@ -1073,7 +1073,7 @@ impl Config {
                 ),
             ));
         }
-        let lease = self.election_timeout_max().as_millis() as u64;
+        let lease = self.election_timeout_max_ms();
         if self.dead_node_timeout_ms != 0 && self.dead_node_timeout_ms < 2 * lease {
             return Err(ConfigError::new(
                 "BRAFT_DEAD_NODE_TIMEOUT",
@@ -1224,11 +1224,16 @@ impl Config {
     /// minimum. openraft lets a follower campaign only once the lease of the leader it
     /// last heard has run out *and* its own random timeout has passed after that, so
     /// failover takes max + rand[min, max). A narrow range keeps that short (median
-    /// failover at 300 ms: 0.81 s with 1.5x; see docs/benchmarks.md for 1.2x); a split
-    /// vote is still unlikely, since each campaign draws a fresh timeout and pre-vote
-    /// keeps a lone follower from disturbing a live leader.
+    /// failover at 300 ms: 0.81 s with 1.5x, 0.70 s with 1.2x; docs/benchmarks.md); a
+    /// split vote is still unlikely, since each campaign draws a fresh timeout and
+    /// pre-vote keeps a lone follower from disturbing a live leader.
     pub fn election_timeout_max(&self) -> Duration {
-        Duration::from_millis(self.election_timeout_ms + self.election_timeout_ms / 5)
+        Duration::from_millis(self.election_timeout_max_ms())
+    }
+
+    /// `election_timeout_max` in milliseconds, as openraft's config takes it.
+    pub fn election_timeout_max_ms(&self) -> u64 {
+        self.election_timeout_ms + self.election_timeout_ms / 5
     }
 
     /// The HTTP port: `hport`, or `rport + 2`.

@@ -321,7 +321,7 @@ impl Consensus {
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_timeout_ms,
             // The lease, too; see `Config::election_timeout_max`.
-            election_timeout_max: config.election_timeout_max().as_millis() as u64,
+            election_timeout_max: config.election_timeout_max_ms(),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
             // Keep a tail after a snapshot so briefly lagging followers catch up from the
             // log; anything further behind gets the snapshot.
