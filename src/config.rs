@@ -321,6 +321,9 @@ pub struct Config {
     /// Leave the cluster on SIGTERM (`BRAFT_LEAVE_ON_SHUTDOWN`); off by default, since
     /// rolling restarts are common.
     pub leave_on_shutdown: bool,
+    /// Serve linearizable and lease reads on followers, at a read point from the leader,
+    /// instead of forwarding each read (`BRAFT_FOLLOWER_READS`; default on).
+    pub follower_reads: bool,
     /// A deliberate bug, for tests of the correctness tooling only: serve "linearizable"
     /// and lease reads from local state without confirming leadership. The checkers must
     /// catch it; never set it anywhere else.
@@ -382,6 +385,7 @@ impl Default for Config {
             dead_node_timeout_ms: 60_000,
             min_quorum: 3,
             leave_on_shutdown: false,
+            follower_reads: true,
             fault_stale_reads: false,
         }
     }
@@ -908,6 +912,16 @@ pub const SETTINGS: &[Setting] = &[
         help: "leave the cluster on SIGTERM, handing over leadership first (default off)",
         apply: |c, v| {
             c.leave_on_shutdown = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "follower_reads",
+        env: "BRAFT_FOLLOWER_READS",
+        alias: None,
+        help: "followers serve linearizable and lease reads at a read point from the leader, rather than forward each (default true)",
+        apply: |c, v| {
+            c.follower_reads = parse_bool(v)?;
             Ok(())
         },
     },

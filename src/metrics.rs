@@ -25,7 +25,7 @@ use prometheus_client::registry::{Registry, Unit};
 /// Labels of `braft_forwarded_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ForwardLabels {
-    /// `write` or `read`.
+    /// `write`, `read`, or `read_index` (a follower asking for a read point).
     pub kind: &'static str,
     /// `ok`, `not_leader`, `unavailable`, `indeterminate` or `error`.
     pub outcome: &'static str,

@@ -391,3 +391,59 @@ async fn no_quorum_answers_503_within_the_timeout() {
     assert_eq!(c.get(leader, "q", "stale").await.as_deref(), Some("1"));
     c.shutdown().await;
 }
+
+/// The value of `braft_forwarded_requests_total{kind,outcome="ok"}` in a node's metrics.
+fn forwarded_ok(node: &braft::Node, kind: &str) -> f64 {
+    let kind = format!("kind=\"{kind}\"");
+    node.metrics_text()
+        .lines()
+        .filter(|l| l.starts_with("braft_forwarded_requests_total{") && l.contains(&kind))
+        .filter(|l| l.contains("outcome=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A follower serves linearizable reads itself: it asks the leader for a read point and
+/// waits until it has applied that far. Each write acknowledged by the leader is seen by
+/// the very next read on a follower, which may not have heard of the commit yet; so are
+/// forty concurrent ones. Nothing is forwarded whole, and no read needed more than one
+/// read-point request (how many reads share one is timing, measured in the benchmarks). With
+/// `follower_reads` off, the same reads are forwarded to the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_linearizable_reads_at_the_leaders_read_point() {
+    let _g = serial().await;
+    let c = Cluster::start(3, |_| {}).await;
+    let leader = c.wait_leader(LIMIT).await;
+    let follower = (leader + 1) % 3;
+    for i in 0..100 {
+        c.put_ok(leader, "counter", &i.to_string()).await;
+        assert_eq!(
+            c.get(follower, "counter", "linearizable").await.as_deref(),
+            Some(i.to_string().as_str()),
+            "read {i} on the follower"
+        );
+    }
+    c.put_ok(leader, "counter", "last").await;
+    let reads = (0..40).map(|_| c.get(follower, "counter", "linearizable"));
+    for got in futures::future::join_all(reads).await {
+        assert_eq!(got.as_deref(), Some("last"));
+    }
+    let f = c.node(follower);
+    let points = forwarded_ok(f, "read_index");
+    assert!(
+        (1.0..=140.0).contains(&points),
+        "140 reads took {points} read-point requests (at most one each)"
+    );
+    assert_eq!(forwarded_ok(f, "read"), 0.0, "no read was forwarded whole");
+    c.shutdown().await;
+
+    let c = Cluster::start(3, |cfg| cfg.follower_reads = false).await;
+    let leader = c.wait_leader(LIMIT).await;
+    let follower = (leader + 1) % 3;
+    c.put_ok(leader, "k", "v").await;
+    assert_eq!(c.get(follower, "k", "linearizable").await.as_deref(), Some("v"));
+    let f = c.node(follower);
+    assert_eq!(forwarded_ok(f, "read"), 1.0);
+    assert_eq!(forwarded_ok(f, "read_index"), 0.0);
+    c.shutdown().await;
+}

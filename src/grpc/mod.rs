@@ -244,6 +244,7 @@ impl pb::raft_server::Raft for PeerService {
                 self.node.handle_forward_write(&fwd, timeout).await
             }
             ForwardRequest::Read { .. } => self.node.handle_forward_read(&fwd).await,
+            ForwardRequest::ReadIndex { lease, timeout_ms } => self.node.handle_read_index(*lease, *timeout_ms).await,
         };
         Ok(Response::new(pb::Opaque {
             data: wire::encode(&reply)?,

@@ -49,6 +49,9 @@ pub enum ForwardRequest {
         consistency: Consistency,
         timeout_ms: u64,
     },
+    /// A follower asks the leader for a read point, on behalf of every read waiting there
+    /// (see `node::follower_read`). `lease`: confirm leadership by the lease if it holds.
+    ReadIndex { lease: bool, timeout_ms: u64 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +61,11 @@ pub enum ForwardReply {
         response: Response,
     },
     Read(Result<serde_bytes::ByteBuf, ServiceError>),
+    /// Leadership is confirmed: reads that began before the request may be served by any
+    /// node that has applied this index.
+    ReadIndex {
+        index: u64,
+    },
     /// The receiver is not the leader; here is who it thinks is.
     NotLeader {
         leader: Option<(NodeId, Peer)>,

@@ -10,8 +10,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Writes and reads may be sent to any node: a follower forwards them to the leader over
-//! gRPC, retrying with backoff through elections until the request timeout.
+//! Writes and reads may be sent to any node: a follower forwards writes to the leader over
+//! gRPC, and serves linearizable reads itself once the leader has named a read point
+//! (`follower_read`), retrying with backoff through elections until the request timeout.
 
 pub mod admin;
 pub mod autopilot;
@@ -19,6 +20,7 @@ mod backup;
 mod compaction;
 mod disk;
 mod distribute;
+mod follower_read;
 mod formation;
 pub(crate) mod forward;
 pub mod hash;
@@ -358,6 +360,7 @@ impl NodeBuilder {
             access,
             disk,
             snapshots,
+            read_batches: Default::default(),
         });
         metrics::attach(&node_weak(&inner));
         let node = Node { inner };
@@ -595,6 +598,8 @@ pub(crate) struct Inner {
     pub disk: crate::store::DiskHealth,
     /// Where snapshots are kept; snapshots sent by a leader are received into it.
     pub snapshots: Arc<dyn SnapshotStore>,
+    /// Reads on this follower waiting for a read point from the leader.
+    read_batches: follower_read::ReadBatches,
 }
 
 fn node_weak(inner: &Arc<Inner>) -> (std::sync::Weak<Inner>, Arc<crate::metrics::Metrics>) {
@@ -969,14 +974,8 @@ impl Node {
         match leader {
             Some(l) if l == self.inner.id => read_reply(self.handle_forward_read(&req).await),
             Some(l) => match &leader_peer {
-                // A read is idempotent, so any failure to reach the leader is retried.
-                Some(p) => match self.forward(p, &req, deadline).await {
-                    Ok(reply) => read_reply(reply),
-                    Err(e) => Attempt::Retry {
-                        leader: Some(l),
-                        why: e.to_string(),
-                    },
-                },
+                Some(p) if self.follower_reads() => self.read_here(l, p, &req, deadline).await,
+                Some(p) => self.forward_read(l, p, &req, deadline).await,
                 None => Attempt::Retry {
                     leader: Some(l),
                     why: "leader address unknown".into(),
@@ -985,6 +984,44 @@ impl Node {
             None => Attempt::Retry {
                 leader: None,
                 why: "no leader elected".into(),
+            },
+        }
+    }
+
+    /// Serves a read on this follower at a read point from the leader `l` (see
+    /// `follower_read`), or forwards it when that cannot be done in time.
+    async fn read_here(&self, l: NodeId, p: &Peer, req: &ForwardRequest, deadline: Instant) -> Attempt<Vec<u8>> {
+        let ForwardRequest::Read {
+            service,
+            payload,
+            consistency,
+            ..
+        } = req
+        else {
+            return Attempt::Done(Err(Error::BadRequest(format!("not a read: {req:?}"))));
+        };
+        match self.read_point(p, *consistency == Consistency::Lease, deadline).await {
+            follower_read::ReadPoint::At(index) if self.applied_in_time(index, deadline).await => read_reply(
+                ForwardReply::Read(self.inner.state.query(service, payload).map(serde_bytes::ByteBuf::from)),
+            ),
+            follower_read::ReadPoint::At(_) | follower_read::ReadPoint::Unsupported => {
+                self.forward_read(l, p, req, deadline).await
+            }
+            follower_read::ReadPoint::Retry { leader, why } => Attempt::Retry {
+                leader: leader.or(Some(l)),
+                why,
+            },
+        }
+    }
+
+    /// Hands a read to the leader `l` whole.
+    async fn forward_read(&self, l: NodeId, p: &Peer, req: &ForwardRequest, deadline: Instant) -> Attempt<Vec<u8>> {
+        match self.forward(p, req, deadline).await {
+            Ok(reply) => read_reply(reply),
+            // A read is idempotent, so any failure to reach the leader is retried.
+            Err(e) => Attempt::Retry {
+                leader: Some(l),
+                why: e.to_string(),
             },
         }
     }
@@ -1204,7 +1241,9 @@ fn written(r: Result<ForwardReply, Error>) -> Attempt<(u64, Vec<u8>)> {
             leader: None,
         })),
         Ok(ForwardReply::Fatal(e)) => Attempt::Done(Err(Error::Fatal(e))),
-        Ok(ForwardReply::Read(_)) => Attempt::Done(Err(Error::Fatal("leader answered a write with a read".into()))),
+        Ok(ForwardReply::Read(_) | ForwardReply::ReadIndex { .. }) => {
+            Attempt::Done(Err(Error::Fatal("leader answered a write with a read".into())))
+        }
     }
 }
 
@@ -1222,7 +1261,9 @@ fn read_reply(r: ForwardReply) -> Attempt<Vec<u8>> {
         ForwardReply::NoQuorum(e) => Attempt::Retry { leader: None, why: e },
         // A read changes nothing, so a leader that stopped mid-read is simply retried.
         ForwardReply::Indeterminate(e) | ForwardReply::Fatal(e) => Attempt::Retry { leader: None, why: e },
-        ForwardReply::Written { .. } => Attempt::Done(Err(Error::Fatal("leader answered a read with a write".into()))),
+        ForwardReply::Written { .. } | ForwardReply::ReadIndex { .. } => {
+            Attempt::Done(Err(Error::Fatal("leader answered a read with something else".into())))
+        }
     }
 }
 

@@ -37,6 +37,18 @@ pub enum ReadGate {
     Fatal(String),
 }
 
+/// The outcome of asking the leader for a read point.
+#[derive(Debug)]
+pub enum ReadIndex {
+    /// Leadership confirmed: a read may be served once this index is applied.
+    At(u64),
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    NoQuorum(String),
+    Fatal(String),
+}
+
 /// A snapshot of this node's Raft state, for status pages and probes.
 #[derive(Debug, Clone, Default)]
 pub struct RaftStatus {
@@ -246,34 +258,80 @@ impl Consensus {
     /// machine has applied up to the read point. `lease` falls back to ReadIndex when the
     /// lease has lapsed.
     pub async fn read_gate(&self, lease: bool, timeout: Duration) -> ReadGate {
+        let started = tokio::time::Instant::now();
+        match self.read_index(lease, timeout).await {
+            ReadIndex::At(index) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                match self.wait_applied(index, left).await {
+                    Ok(()) => ReadGate::Ready,
+                    Err(e) => ReadGate::NoQuorum(e),
+                }
+            }
+            ReadIndex::NotLeader { leader } => ReadGate::NotLeader { leader },
+            ReadIndex::NoQuorum(e) => ReadGate::NoQuorum(e),
+            ReadIndex::Fatal(e) => ReadGate::Fatal(e),
+        }
+    }
+
+    /// Leader only: confirms leadership (a ReadIndex round of heartbeats, or the lease)
+    /// and returns the read point: the log index that any node must have applied before
+    /// it serves a read that began before this call. It does not wait for this node's
+    /// own state machine; see [`Self::wait_applied`].
+    pub async fn read_index(&self, lease: bool, timeout: Duration) -> ReadIndex {
         let policy = if lease {
             ReadPolicy::LeaseRead
         } else {
             ReadPolicy::ReadIndex
         };
-        let r = tokio::time::timeout(timeout, self.raft.ensure_linearizable(policy)).await;
+        let r = tokio::time::timeout(timeout, self.raft.get_read_linearizer(policy)).await;
         let r = match r {
-            Err(_) => return ReadGate::NoQuorum("timed out confirming leadership".into()),
+            Err(_) => return ReadIndex::NoQuorum("timed out confirming leadership".into()),
             Ok(r) => r,
         };
         match r {
-            Ok(_) => ReadGate::Ready,
+            Ok(linearizer) => ReadIndex::At(linearizer.read_log_id().index()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 if lease && f.leader_id == Some(*self.raft.node_id()) {
                     // Lease lapsed while still leader: confirm with ReadIndex instead.
-                    return Box::pin(self.read_gate(false, timeout)).await;
+                    return Box::pin(self.read_index(false, timeout)).await;
                 }
-                ReadGate::NotLeader { leader: f.leader_id }
+                ReadIndex::NotLeader { leader: f.leader_id }
             }
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                 if lease {
                     // The lease lapsed (openraft reports it as too few recent acks):
                     // confirm leadership with a ReadIndex round instead.
-                    return Box::pin(self.read_gate(false, timeout)).await;
+                    return Box::pin(self.read_index(false, timeout)).await;
                 }
-                ReadGate::NoQuorum(e.to_string())
+                ReadIndex::NoQuorum(e.to_string())
             }
-            Err(RaftError::Fatal(e)) => ReadGate::Fatal(e.to_string()),
+            Err(RaftError::Fatal(e)) => ReadIndex::Fatal(e.to_string()),
+        }
+    }
+
+    /// Waits until this node's state machine has applied `index`. On any node: entries
+    /// up to a committed index are the same everywhere, so a follower that has applied
+    /// the leader's read point may serve the read from its own state.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), String> {
+        if self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .as_ref()
+            .map(|l| l.index)
+            >= Some(index)
+        {
+            return Ok(());
+        }
+        match self
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read point")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("read point {index} not applied here in time: {e}")),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Client workloads against braft's HTTP API, recording what the checkers need.
 //!
 //! - **register**: reads, writes and compare-and-sets (by value) on a few keys with
-//!   unique values; the history goes to the linearizability checker.
+//!   unique values; the history goes to the linearizability checker. Reads alternate
+//!   between linearizable (ReadIndex) and lease consistency, both held to
+//!   linearizability; on a follower both are served at a read point from the leader.
 //! - **set**: inserts of unique keys (`prev_version=0`); afterwards every acknowledged
 //!   insert must be readable, and nothing that was never attempted may appear.
 //!
@@ -52,6 +54,12 @@ pub async fn register_client(
         n += 1;
         let value = format!("c{client}-{n}");
         let (input, req) = match rng.random_range(0..3) {
+            // Every other read is a lease read (chosen without drawing from the RNG, so
+            // a seed's sequence of operations is what it was before lease reads).
+            0 if n % 2 == 0 => (
+                Input::Read { key: key.clone() },
+                http.get(format!("{url}?consistency=lease")),
+            ),
             0 => (Input::Read { key: key.clone() }, http.get(&url)),
             1 => (
                 Input::Write {
