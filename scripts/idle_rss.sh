@@ -3,7 +3,9 @@
 # target/release/braft) three times on loopback (ports 24100-24105, data in a temp
 # directory), writes 100 keys, lets the cluster idle for 10 s, then prints each node's
 # resident set (VmRSS) and the median. Used for the idle-RSS figure in
-# docs/benchmarks.md.
+# docs/benchmarks.md. Each line also splits the set: RssAnon (the node's own heap and
+# stacks), RssFile (pages of the executable and libraries, shared by the three nodes
+# through the page cache) and Pss (the node's proportional share of what it maps).
 set -euo pipefail
 bin="${1:-target/release/braft}"
 dir="$(mktemp -d)"
@@ -27,7 +29,11 @@ rss=()
 for p in "${pids[@]}"; do
   kb=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status")
   rss+=("$kb")
-  echo "node pid $p: VmRSS $((kb / 1024)).$(((kb % 1024) * 10 / 1024)) MB"
+  mb() { echo "$(($1 / 1024)).$((($1 % 1024) * 10 / 1024)) MB"; }
+  anon=$(awk '/^RssAnon/ {print $2}' "/proc/$p/status")
+  file=$(awk '/^RssFile/ {print $2}' "/proc/$p/status")
+  pss=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup")
+  echo "node pid $p: VmRSS $(mb "$kb") (RssAnon $(mb "$anon"), RssFile $(mb "$file"); Pss $(mb "$pss"))"
 done
 median=$(printf '%s\n' "${rss[@]}" | sort -n | sed -n 2p)
 echo "median VmRSS: $((median / 1024)).$(((median % 1024) * 10 / 1024)) MB"
