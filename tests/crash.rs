@@ -92,6 +92,9 @@ fn kill9(p: &mut Proc) {
 /// Kill all three nodes mid-load, restart them: every acknowledged write is present.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_all_nodes_mid_load_then_every_acknowledged_write_survives() {
+    // One at a time: a restart rebinds fixed ports, and the other test's outgoing
+    // connections could take one of them as an ephemeral source port meanwhile.
+    let _g = common::serial().await;
     let tmp = tempfile::tempdir().unwrap();
     let Three {
         mut procs,
@@ -177,6 +180,7 @@ async fn kill_all_nodes_mid_load_then_every_acknowledged_write_survives() {
 /// the restarted leader learns the commit index through an election.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_leader_never_serves_a_read_older_than_an_acknowledged_write() {
+    let _g = common::serial().await;
     let tmp = tempfile::tempdir().unwrap();
     let Three {
         mut procs,
