@@ -55,6 +55,25 @@ struct Queue {
     waiting: Vec<oneshot::Sender<ReadPoint>>,
 }
 
+/// A running sender. Should it stop any other way than by finding no read waiting (a
+/// panic, or its runtime shutting down), dropping it removes the queue's entry: the reads
+/// waiting there are woken to retry, and the next read starts a new sender, rather than
+/// every later read to that leader waiting out its deadline.
+struct Running {
+    node: Node,
+    key: (String, bool),
+    finished: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            // While this sender lives, the entry is its own: no other sender can exist.
+            self.node.inner.read_batches.lock().remove(&self.key);
+        }
+    }
+}
+
 impl ReadBatches {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, bool), Queue>> {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
@@ -106,29 +125,42 @@ impl Node {
     /// Sends one read-point request per batch until no read is waiting. A queue's entry
     /// exists exactly while its sender runs, so a read that finds none starts one.
     async fn send_read_points(self, key: (String, bool)) {
+        let mut running = Running {
+            node: self,
+            key,
+            finished: false,
+        };
         loop {
             let batch = {
-                let mut queues = self.inner.read_batches.lock();
-                let Some(q) = queues.get_mut(&key) else { return };
+                let mut queues = running.node.inner.read_batches.lock();
+                let Some(q) = queues.get_mut(&running.key) else {
+                    running.finished = true;
+                    return;
+                };
                 // Reads that gave up already (their deadline passed) need no answer.
                 q.waiting.retain(|tx| !tx.is_closed());
                 if q.waiting.is_empty() {
-                    queues.remove(&key);
+                    queues.remove(&running.key);
+                    running.finished = true;
                     return;
                 }
                 std::mem::take(&mut q.waiting)
             };
-            let point = self.ask_read_point(&key.0, key.1).await;
+            let point = running.node.ask_read_point(&running.key.0, running.key.1).await;
             for tx in batch {
                 let _ = tx.send(point.clone());
             }
         }
     }
 
-    /// One read-point request to the leader at `addr`.
+    /// One read-point request to the leader at `addr`. It may take two election timeouts
+    /// at most (never more than the request timeout): a leader that does not answer by
+    /// then is likely gone, and the reads queued behind this request should move on to
+    /// the next leader rather than wait out their own deadlines.
     async fn ask_read_point(&self, addr: &str, lease: bool) -> ReadPoint {
         let retry = |why: String| ReadPoint::Retry { leader: None, why };
-        let timeout = self.inner.config.request_timeout();
+        let config = &self.inner.config;
+        let timeout = Duration::from_millis(2 * config.election_timeout_max_ms()).min(config.request_timeout());
         let mut client = match self.inner.pool.raft_client(addr) {
             Ok(c) => c,
             Err(e) => return retry(format!("bad leader address {addr}: {e}")),
@@ -149,19 +181,20 @@ impl Node {
             ),
             Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => ("error", ReadPoint::Unsupported),
             Ok(Err(s)) => ("unavailable", retry(format!("leader {addr}: {s}"))),
+            // As for the other kinds, `ok` means the leader answered, whatever it said.
             Ok(Ok(resp)) => match wire::decode::<ForwardReply>(&resp.into_inner().data) {
                 Ok(ForwardReply::ReadIndex { index }) => ("ok", ReadPoint::At(index)),
                 Ok(ForwardReply::NotLeader { leader }) => (
-                    "not_leader",
+                    "ok",
                     ReadPoint::Retry {
                         leader: leader.map(|(id, _)| id),
                         why: "leader changed".into(),
                     },
                 ),
                 Ok(ForwardReply::NoQuorum(e) | ForwardReply::Indeterminate(e) | ForwardReply::Fatal(e)) => {
-                    ("error", retry(e))
+                    ("ok", retry(e))
                 }
-                Ok(other) => ("error", retry(format!("leader {addr} answered {other:?}"))),
+                Ok(other) => ("ok", retry(format!("leader {addr} answered {other:?}"))),
                 Err(e) => ("error", retry(format!("bad answer from leader {addr}: {e}"))),
             },
         };

@@ -1007,10 +1007,8 @@ impl Node {
             follower_read::ReadPoint::At(_) | follower_read::ReadPoint::Unsupported => {
                 self.forward_read(l, p, req, deadline).await
             }
-            follower_read::ReadPoint::Retry { leader, why } => Attempt::Retry {
-                leader: leader.or(Some(l)),
-                why,
-            },
+            // As `read_reply` does: a leader on its way out names nobody, on purpose.
+            follower_read::ReadPoint::Retry { leader, why } => Attempt::Retry { leader, why },
         }
     }
 
