@@ -11,7 +11,7 @@
 
 use super::Node;
 use crate::error::Error;
-use crate::raft::consensus::ReadGate;
+use crate::raft::consensus::ReadRefused;
 
 /// A consistent copy of the applied state.
 #[derive(Debug, Clone)]
@@ -32,13 +32,13 @@ impl Node {
         }
         let timeout = self.inner.config.request_timeout();
         let why = match self.consensus().read_gate(false, timeout).await {
-            ReadGate::Ready => None,
-            ReadGate::NotLeader { leader } => Some(format!(
+            Ok(()) => None,
+            Err(ReadRefused::NotLeader { leader }) => Some(format!(
                 "backups are taken by the leader ({})",
                 leader.map_or("none elected".into(), |l| l.to_string())
             )),
-            ReadGate::NoQuorum(e) => Some(e),
-            ReadGate::Fatal(e) => return Err(Error::Fatal(e)),
+            Err(ReadRefused::NoQuorum(e)) => Some(e),
+            Err(ReadRefused::Fatal(e)) => return Err(Error::Fatal(e)),
         };
         if let Some(reason) = why {
             let st = self.status();

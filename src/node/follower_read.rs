@@ -29,7 +29,6 @@ use tokio::time::Instant;
 
 use super::forward::{ForwardReply, ForwardRequest};
 use super::Node;
-use crate::raft::consensus::ReadIndex;
 use crate::raft::{wire, NodeId, Peer};
 
 /// What one read-point request brought back, shared by every read in its batch.
@@ -221,10 +220,8 @@ impl Node {
     pub(crate) async fn handle_read_index(&self, lease: bool, timeout_ms: u64) -> ForwardReply {
         let timeout = Duration::from_millis(timeout_ms.clamp(10, 60_000));
         match self.inner.consensus.read_index(lease, timeout).await {
-            ReadIndex::At(index) => ForwardReply::ReadIndex { index },
-            ReadIndex::NotLeader { leader } => self.not_leader(leader),
-            ReadIndex::NoQuorum(e) => ForwardReply::NoQuorum(e),
-            ReadIndex::Fatal(e) => ForwardReply::Fatal(e),
+            Ok(index) => ForwardReply::ReadIndex { index },
+            Err(refused) => self.read_refused(refused),
         }
     }
 }

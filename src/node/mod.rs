@@ -50,7 +50,7 @@ pub(crate) use self::identity::{create as write_identity, new_id as new_node_id}
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::error::{Error, LeaderHint};
-use crate::raft::consensus::{Consensus, Proposal, RaftStatus, ReadGate};
+use crate::raft::consensus::{Consensus, Proposal, RaftStatus, ReadRefused};
 use crate::raft::network::ChannelPool;
 use crate::raft::sm::{SharedState, StateHash, StateMachine};
 use crate::raft::{wire, NodeId, Peer, Request, Response};
@@ -1001,9 +1001,9 @@ impl Node {
             return Attempt::Done(Err(Error::BadRequest(format!("not a read: {req:?}"))));
         };
         match self.read_point(p, *consistency == Consistency::Lease, deadline).await {
-            follower_read::ReadPoint::At(index) if self.applied_in_time(index, deadline).await => read_reply(
-                ForwardReply::Read(self.inner.state.query(service, payload).map(serde_bytes::ByteBuf::from)),
-            ),
+            follower_read::ReadPoint::At(index) if self.applied_in_time(index, deadline).await => {
+                read_reply(self.query_reply(service, payload))
+            }
             follower_read::ReadPoint::At(_) | follower_read::ReadPoint::Unsupported => {
                 self.forward_read(l, p, req, deadline).await
             }
@@ -1140,14 +1140,25 @@ impl Node {
         let timeout = Duration::from_millis((*timeout_ms).clamp(10, 60_000));
         let lease = *consistency == Consistency::Lease;
         if *consistency != Consistency::Stale {
-            match self.inner.consensus.read_gate(lease, timeout).await {
-                ReadGate::Ready => {}
-                ReadGate::NotLeader { leader } => return self.not_leader(leader),
-                ReadGate::NoQuorum(e) => return ForwardReply::NoQuorum(e),
-                ReadGate::Fatal(e) => return ForwardReply::Fatal(e),
+            if let Err(refused) = self.inner.consensus.read_gate(lease, timeout).await {
+                return self.read_refused(refused);
             }
         }
+        self.query_reply(service, payload)
+    }
+
+    /// Runs a query on this node's state, as a reply.
+    fn query_reply(&self, service: &str, payload: &[u8]) -> ForwardReply {
         ForwardReply::Read(self.inner.state.query(service, payload).map(serde_bytes::ByteBuf::from))
+    }
+
+    /// Why this node, asked as leader, could not confirm a read.
+    fn read_refused(&self, refused: ReadRefused) -> ForwardReply {
+        match refused {
+            ReadRefused::NotLeader { leader } => self.not_leader(leader),
+            ReadRefused::NoQuorum(e) => ForwardReply::NoQuorum(e),
+            ReadRefused::Fatal(e) => ForwardReply::Fatal(e),
+        }
     }
 
     /// An `Indeterminate` error naming the leader as far as this node knows it.

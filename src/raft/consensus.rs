@@ -24,27 +24,13 @@ pub enum Proposal {
     Fatal(String),
 }
 
-/// The outcome of confirming leadership for a read.
+/// Why this node could not confirm a read (as leader).
 #[derive(Debug)]
-pub enum ReadGate {
-    /// The local state machine has applied everything committed before the read began.
-    Ready,
+pub enum ReadRefused {
     NotLeader {
         leader: Option<NodeId>,
     },
-    /// Quorum could not be confirmed in time.
-    NoQuorum(String),
-    Fatal(String),
-}
-
-/// The outcome of asking the leader for a read point.
-#[derive(Debug)]
-pub enum ReadIndex {
-    /// Leadership confirmed: a read may be served once this index is applied.
-    At(u64),
-    NotLeader {
-        leader: Option<NodeId>,
-    },
+    /// Quorum could not be confirmed in time (or the read point was not applied in time).
     NoQuorum(String),
     Fatal(String),
 }
@@ -255,29 +241,21 @@ impl Consensus {
     }
 
     /// Confirms leadership (ReadIndex, or the lease) and waits until the local state
-    /// machine has applied up to the read point. `lease` falls back to ReadIndex when the
-    /// lease has lapsed.
-    pub async fn read_gate(&self, lease: bool, timeout: Duration) -> ReadGate {
+    /// machine has applied up to the read point: the local state machine then holds
+    /// everything committed before the read began. `lease` falls back to ReadIndex when
+    /// the lease has lapsed.
+    pub async fn read_gate(&self, lease: bool, timeout: Duration) -> Result<(), ReadRefused> {
         let started = tokio::time::Instant::now();
-        match self.read_index(lease, timeout).await {
-            ReadIndex::At(index) => {
-                let left = timeout.saturating_sub(started.elapsed());
-                match self.wait_applied(index, left).await {
-                    Ok(()) => ReadGate::Ready,
-                    Err(e) => ReadGate::NoQuorum(e),
-                }
-            }
-            ReadIndex::NotLeader { leader } => ReadGate::NotLeader { leader },
-            ReadIndex::NoQuorum(e) => ReadGate::NoQuorum(e),
-            ReadIndex::Fatal(e) => ReadGate::Fatal(e),
-        }
+        let index = self.read_index(lease, timeout).await?;
+        let left = timeout.saturating_sub(started.elapsed());
+        self.wait_applied(index, left).await.map_err(ReadRefused::NoQuorum)
     }
 
     /// Leader only: confirms leadership (a ReadIndex round of heartbeats, or the lease)
     /// and returns the read point: the log index that any node must have applied before
     /// it serves a read that began before this call. It does not wait for this node's
     /// own state machine; see [`Self::wait_applied`].
-    pub async fn read_index(&self, lease: bool, timeout: Duration) -> ReadIndex {
+    pub async fn read_index(&self, lease: bool, timeout: Duration) -> Result<u64, ReadRefused> {
         let policy = if lease {
             ReadPolicy::LeaseRead
         } else {
@@ -285,17 +263,17 @@ impl Consensus {
         };
         let r = tokio::time::timeout(timeout, self.raft.get_read_linearizer(policy)).await;
         let r = match r {
-            Err(_) => return ReadIndex::NoQuorum("timed out confirming leadership".into()),
+            Err(_) => return Err(ReadRefused::NoQuorum("timed out confirming leadership".into())),
             Ok(r) => r,
         };
         match r {
-            Ok(linearizer) => ReadIndex::At(linearizer.read_log_id().index()),
+            Ok(linearizer) => Ok(linearizer.read_log_id().index()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 if lease && f.leader_id == Some(*self.raft.node_id()) {
                     // Lease lapsed while still leader: confirm with ReadIndex instead.
                     return Box::pin(self.read_index(false, timeout)).await;
                 }
-                ReadIndex::NotLeader { leader: f.leader_id }
+                Err(ReadRefused::NotLeader { leader: f.leader_id })
             }
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                 if lease {
@@ -303,9 +281,9 @@ impl Consensus {
                     // confirm leadership with a ReadIndex round instead.
                     return Box::pin(self.read_index(false, timeout)).await;
                 }
-                ReadIndex::NoQuorum(e.to_string())
+                Err(ReadRefused::NoQuorum(e.to_string()))
             }
-            Err(RaftError::Fatal(e)) => ReadIndex::Fatal(e.to_string()),
+            Err(RaftError::Fatal(e)) => Err(ReadRefused::Fatal(e.to_string())),
         }
     }
 
@@ -313,6 +291,7 @@ impl Consensus {
     /// up to a committed index are the same everywhere, so a follower that has applied
     /// the leader's read point may serve the read from its own state.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), String> {
+        // Usually already applied: answer without setting up a timed wait.
         if self
             .raft
             .metrics()
